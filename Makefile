@@ -1,0 +1,49 @@
+# The README's two set-up commands. Both work on a fresh machine: they create .venv if it is
+# missing and install what they need (torch from the machine's local wheel cache where present).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sampan-installed
+DEV_STAMP := $(VENV)/.sampan-dev-installed
+
+.PHONY: run test lint format install dev benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+dev: $(DEV_STAMP)
+
+## run: train the starter digit classifier, evaluate it and predict held-out images
+run: $(STAMP)
+	$(BIN)/sampan demo
+
+## lint: ruff (lint + format check) and mypy on the core
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+## test: lint, then the whole test suite (slow end-to-end tests included)
+test: lint
+	$(BIN)/python -m pytest -q
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/train_epoch.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `sampan` command line: thin commands over the Python API, one file per subcommand."""

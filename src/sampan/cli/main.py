@@ -1,0 +1,48 @@
+"""Entry point. Subcommands import torch only inside their functions, so `--help` is light."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sampan.cli import datasets, demo, evaluate, models, packages, predict, train
+from sampan.errors import SampanError
+
+app = typer.Typer(
+    name="sampan",
+    help="Sampan: an open industrial AI platform - train, package, evaluate and predict.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("models")(models.models)
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("predict")(predict.predict)
+app.command("demo")(demo.demo)
+app.add_typer(packages.app, name="packages")
+app.add_typer(datasets.app, name="datasets")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a SampanError becomes one line on stderr and a non-zero exit."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SampanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""`sampan predict`: top-k labels for files or folders."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from sampan.cli.render import predictions_table
+from sampan.progress import console
+
+
+def predict(
+    package: str = typer.Argument(..., help="NAME, NAME@latest, NAME@3 or a package folder."),
+    inputs: list[str] = typer.Argument(..., help="Files or folders."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to show per input."),
+    device: str = typer.Option(None, help="auto, cpu, cuda, ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Predict with a package: top-k labels with scores for each input."""
+    from sampan.training.api import predict as run_prediction
+
+    results = run_prediction(package, inputs, top_k=top_k, device=device)
+    if as_json:
+        for result in results:
+            print(json.dumps(result))
+        return
+    console.print(predictions_table(results, f"{package}: {len(results)} input(s)"))

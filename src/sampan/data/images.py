@@ -1,0 +1,150 @@
+"""Image datasets: ImageFolder trees and CSV manifests, and the one image decoder."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Decompression-bomb guard: larger images are refused before their pixels are decoded.
+MAX_PIXELS = 64_000_000
+_RESAMPLE = {"bilinear": 2, "nearest": 0, "bicubic": 3}  # PIL.Image.Resampling values
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def scan_image_folder(root: Path) -> tuple[list[Path], list[str], list[str], list[bool] | None]:
+    """(paths, label per path, sorted labels, validation mask or None) of an ImageFolder tree.
+
+    root/<label>/*.png; or root/train/<label>/... with root/val/<label>/... as a fixed split.
+    """
+    if not root.exists():
+        raise DataError(
+            f"Data folder {root} does not exist; pass an ImageFolder tree "
+            "(root/<label>/<image>) or a CSV with path,label columns."
+        )
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder or a .csv file.")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = {p.name for p in subdirs}
+    fixed_split = {"train", "val"} <= names
+    parts = [("train", False), ("val", True)] if fixed_split else [("", False)]
+    paths: list[Path] = []
+    per_path: list[str] = []
+    mask: list[bool] = []
+    labels: set[str] = set()
+    for part, is_val in parts:
+        base = root / part if part else root
+        class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for class_dir in class_dirs:
+            labels.add(class_dir.name)
+            files = _files(class_dir)
+            paths += files
+            per_path += [class_dir.name] * len(files)
+            mask += [is_val] * len(files)
+    if not labels:
+        raise DataError(
+            f"Data folder {root} has no class folders: put each class's images in root/<label>/."
+        )
+    counts = {label: per_path.count(label) for label in labels}
+    empty = sorted(label for label, n in counts.items() if n == 0)
+    if empty:
+        raise DataError(
+            f"Class folder(s) {', '.join(empty)} in {root} hold no images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove them."
+        )
+    return paths, per_path, sorted(labels), (mask if len(parts) == 2 else None)
+
+
+def scan_csv(path: Path) -> tuple[list[Path], list[str], list[str]]:
+    """(paths, label per path, sorted labels) of a CSV manifest with path,label columns."""
+    if not path.is_file():
+        raise DataError(f"CSV manifest {path} does not exist.")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = [name.strip().lower() for name in reader.fieldnames or []]
+        if "path" not in fields or "label" not in fields:
+            raise DataError(
+                f"{path} must have a header row with 'path' and 'label' columns "
+                f"(found: {', '.join(fields) or 'nothing'})."
+            )
+        rows = [
+            {k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader
+        ]
+    paths, labels = [], []
+    for line, row in enumerate(rows, start=2):
+        if not row["path"] or not row["label"]:
+            raise DataError(f"{path} line {line}: path and label must both be set.")
+        file_path = Path(row["path"])
+        paths.append(file_path if file_path.is_absolute() else path.parent / file_path)
+        labels.append(row["label"])
+    if not paths:
+        raise DataError(f"CSV manifest {path} lists no images.")
+    return paths, labels, sorted(set(labels))
+
+
+def open_image(raw: Any) -> Any:
+    """A PIL image from a path, bytes, a PIL image or a uint8 array; DataError if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(raw, Image.Image):
+        return raw
+    if isinstance(raw, np.ndarray):
+        if raw.dtype != np.uint8 or raw.ndim not in (2, 3):
+            raise DataError("Image arrays must be uint8 with shape (H, W) or (H, W, C).")
+        if raw.ndim == 3 and raw.shape[2] == 1:
+            raw = raw[:, :, 0]
+        return Image.fromarray(raw)
+    try:
+        source = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray)) else raw
+        image = Image.open(source)
+        if image.width * image.height > MAX_PIXELS:
+            raise DataError(
+                f"Image of {image.width}x{image.height} pixels is over the "
+                f"{MAX_PIXELS:,}-pixel limit; downscale it first."
+            )
+        image.load()
+        return image
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        name = raw if isinstance(raw, (str, Path)) else "input"
+        raise DataError(f"Cannot read image {name}: {exc}".replace("\n", " ")) from None
+
+
+def decode_image(raw: Any, size: tuple[int, int], channels: int, resample: str) -> np.ndarray:
+    """Decode and resize one image to uint8 (H, W, C): the one decoder every station uses."""
+    image = open_image(raw)
+    if image.mode not in ("L", "RGB") or image.mode != ("L" if channels == 1 else "RGB"):
+        image = image.convert("L" if channels == 1 else "RGB")
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=_RESAMPLE[resample])
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def is_grayscale(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode in ("1", "L", "I", "I;16", "F", "LA")
+    except Exception:  # an unreadable file says nothing about the others
+        return True

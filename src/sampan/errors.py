@@ -1,0 +1,39 @@
+"""Errors a user can cause. Each message says what to do; the CLI prints it in one line."""
+
+from __future__ import annotations
+
+
+class SampanError(Exception):
+    """Base class for every error a user can cause and fix."""
+
+    exit_code = 1
+
+
+class ConfigError(SampanError):
+    """A setting is missing, unknown or out of range."""
+
+    exit_code = 2
+
+
+class NotFoundError(SampanError):
+    """A named thing (package, task, architecture, preset, dataset) does not exist."""
+
+    exit_code = 3
+
+
+class DataError(SampanError):
+    """Input data is missing, empty, malformed or too small to use."""
+
+    exit_code = 4
+
+
+class PackageError(SampanError):
+    """A model package is corrupt, incomplete or incompatible."""
+
+    exit_code = 5
+
+
+class ResumeError(SampanError):
+    """A checkpoint cannot be resumed with the current settings."""
+
+    exit_code = 6

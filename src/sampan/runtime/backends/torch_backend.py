@@ -1,0 +1,53 @@
+"""The torch backend: the package's architecture rebuilt and its safetensors weights loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sampan.devices import resolve_device
+from sampan.errors import PackageError
+from sampan.package import Package
+from sampan.runtime.engine import BACKENDS, Backend
+
+
+def build_from_package(package: Package) -> Any:
+    """The package's network on the CPU in eval mode, weights loaded (checksums verified)."""
+    from safetensors.torch import load_model
+
+    from sampan.models.base import ArchitectureSpec, build_network
+
+    arch = package.manifest.architecture
+    spec = ArchitectureSpec(arch["name"], dict(arch.get("config", {})), arch.get("preset"))
+    network = build_network(spec, pretrained=None)
+    try:
+        load_model(network, str(package.weights_path), strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise PackageError(
+            f"{package.weights_path} does not fit architecture {arch['name']} of "
+            f"{package.ref}: {exc}".replace("\n", " ")
+        ) from None
+    return network.eval()
+
+
+@BACKENDS.register("torch")
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, package: Package, device: str | None = None, **options: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self._device = resolve_device(device)
+        self.network = build_from_package(package).to(self._device)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
+            return self.network(inputs).float().cpu().numpy()

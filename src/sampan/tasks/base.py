@@ -1,0 +1,113 @@
+"""The task contract: what every problem family (images, text, time series...) provides.
+
+Training, evaluation and serving call these methods and never branch on a task's name.
+The preprocessing contract is a JSON-able dict stored in the package manifest; decode and
+collate are pure functions of (input, contract), so every station preprocesses identically.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.registry import Registry
+
+
+@dataclass
+class Listing:
+    """What a dataset source holds before decoding: items (paths, records), labels, targets."""
+
+    source: str
+    items: list[Any]
+    targets: np.ndarray  # int64, index into labels
+    labels: list[str]
+    # Optional fixed split given by the data itself (e.g. train/ and val/ folders).
+    presplit: np.ndarray | None = None  # bool mask: True = validation
+
+
+@dataclass
+class Samples:
+    """Decoded samples ready for collate, with their targets and what was skipped."""
+
+    inputs: Any  # np.ndarray (N, ...) or a list of per-sample arrays
+    targets: np.ndarray
+    labels: list[str]
+    source: str
+    fingerprint: str
+    skipped: list[str] = field(default_factory=list)
+    presplit: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def take(self, index: np.ndarray) -> Any:
+        if isinstance(self.inputs, np.ndarray):
+            return self.inputs[index]
+        return [self.inputs[i] for i in index]
+
+
+class Task(ABC):
+    """One problem family. Subclasses are registered with @TASKS.register(name)."""
+
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def scan(self, source: str | Path) -> Listing:
+        """List a dataset source without decoding it; raise DataError when it is unusable."""
+
+    @abstractmethod
+    def preprocessing(self, listing: Listing | None, options: dict[str, Any]) -> dict[str, Any]:
+        """The preprocessing contract for a new model (before fitting statistics)."""
+
+    @abstractmethod
+    def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
+        """Decode every item of a listing; unreadable items are skipped and counted."""
+
+    def fit(self, contract: dict[str, Any], train_inputs: Any) -> dict[str, Any]:
+        """Fill statistics the contract learns from the training split; default: none."""
+        return contract
+
+    @abstractmethod
+    def decode(self, raw: Any, contract: dict[str, Any]) -> Any:
+        """One raw input (path, bytes, array...) into one decoded sample."""
+
+    @abstractmethod
+    def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
+        """Decoded samples into the model's input batch (numpy)."""
+
+    def augment(self, samples: Any, rng: np.random.Generator, mode: str) -> Any:
+        """Random training-time changes to decoded samples; default: none."""
+        return samples
+
+    @abstractmethod
+    def postprocess(
+        self, outputs: np.ndarray, labels: Sequence[str], top_k: int
+    ) -> list[dict[str, Any]]:
+        """Model outputs into one result per input."""
+
+    @abstractmethod
+    def metrics(
+        self, outputs: np.ndarray, targets: np.ndarray, labels: Sequence[str]
+    ) -> dict[str, Any]:
+        """Metrics of outputs against targets; scalar values are comparable numbers."""
+
+    @abstractmethod
+    def loss(self, label_smoothing: float = 0.0) -> Any:
+        """A torch loss module (imported lazily)."""
+
+    monitor: str = "accuracy"  # the metric early stopping and best-checkpoint selection watch
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    import sampan.tasks  # noqa: F401  (registers the built-in tasks)
+
+    return TASKS.get(name)()

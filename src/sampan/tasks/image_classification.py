@@ -1,0 +1,165 @@
+"""image-classification: one label per image (part sorting, defect types)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.data.images import decode_image, is_grayscale, scan_csv, scan_image_folder
+from sampan.errors import DataError
+from sampan.progress import make_progress
+from sampan.tasks.base import TASKS, Listing, Samples, Task
+from sampan.tasks.metrics import classification_metrics, top_k_results
+
+AUGMENT_MODES = ("none", "shift", "flip", "shift+flip")
+
+
+@TASKS.register("image-classification")
+class ImageClassification(Task):
+    name = "image-classification"
+    description = "One label per image; input an image file, output top-k labels with scores."
+    monitor = "accuracy"
+
+    def scan(self, source: str | Path) -> Listing:
+        source_path = Path(source)
+        presplit = None
+        if source_path.suffix.lower() == ".csv":
+            paths, per_path, labels = scan_csv(source_path)
+        else:
+            paths, per_path, labels, mask = scan_image_folder(source_path)
+            presplit = None if mask is None else np.array(mask, dtype=bool)
+        index = {label: i for i, label in enumerate(labels)}
+        targets = np.array([index[label] for label in per_path], dtype=np.int64)
+        return Listing(str(source_path), list(paths), targets, labels, presplit)
+
+    def preprocessing(self, listing: Listing | None, options: dict[str, Any]) -> dict[str, Any]:
+        size = options.get("input_size") or 224
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        channels = options.get("channels")
+        if channels is None and listing is not None:
+            sample = listing.items[:: max(1, len(listing.items) // 32)][:32]
+            channels = 1 if all(is_grayscale(Path(p)) for p in sample) else 3
+        return {
+            "kind": "image",
+            "input_size": [int(height), int(width)],
+            "channels": int(channels or 3),
+            "resample": options.get("resample", "bilinear"),
+            "mean": options.get("mean"),
+            "std": options.get("std"),
+            "layout": "NCHW",
+            "dtype": "float32",
+        }
+
+    def fit(self, contract: dict[str, Any], train_inputs: Any) -> dict[str, Any]:
+        if contract.get("mean") is not None and contract.get("std") is not None:
+            return contract
+        pixels = np.asarray(train_inputs, dtype=np.float64).reshape(-1, contract["channels"]) / 255
+        std = np.maximum(pixels.std(axis=0), 1e-3)
+        return {
+            **contract,
+            "mean": [round(float(v), 6) for v in pixels.mean(axis=0)],
+            "std": [round(float(v), 6) for v in std],
+        }
+
+    def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
+        size = tuple(contract["input_size"])
+        channels, resample = contract["channels"], contract["resample"]
+
+        def read(path: Path) -> tuple[bytes, np.ndarray | None, str]:
+            try:
+                data = Path(path).read_bytes()
+                return data, decode_image(data, size, channels, resample), ""
+            except (OSError, DataError) as exc:
+                return b"", None, f"{path}: {exc}"
+
+        decoded: list[np.ndarray | None] = []
+        digests: list[str] = []
+        skipped: list[str] = []
+        with make_progress() as progress, ThreadPoolExecutor(max_workers=4) as pool:
+            bar = progress.add_task("decode images", total=len(listing.items), info="")
+            # PIL releases the GIL while decoding and resizing, so threads overlap.
+            for data, array, problem in pool.map(read, listing.items, chunksize=16):
+                decoded.append(array)
+                digests.append(hashlib.sha256(data).hexdigest() if array is not None else "")
+                if problem:
+                    skipped.append(problem)
+                progress.advance(bar)
+        keep = np.array([a is not None for a in decoded], dtype=bool)
+        if not keep.any():
+            raise DataError(
+                f"None of the {len(decoded)} images in {listing.source} could be "
+                "read; check the files are images."
+            )
+        targets = listing.targets[keep]
+        counts = np.bincount(targets, minlength=len(listing.labels))
+        short = [f"{listing.labels[i]} ({n})" for i, n in enumerate(counts) if n < min_per_class]
+        if short:
+            raise DataError(
+                f"Too few readable images in class(es) {', '.join(short)} of {listing.source} "
+                f"(need {min_per_class} each; {len(skipped)} unreadable skipped). Add images "
+                "or remove the class."
+            )
+        fingerprint = hashlib.sha256()
+        for label_index, digest in sorted(zip(targets.tolist(), (d for d in digests if d))):
+            fingerprint.update(f"{listing.labels[label_index]}:{digest}\n".encode())
+        return Samples(
+            inputs=np.stack([a for a in decoded if a is not None]),
+            targets=targets,
+            labels=listing.labels,
+            source=listing.source,
+            fingerprint=fingerprint.hexdigest(),
+            skipped=skipped,
+            presplit=None if listing.presplit is None else listing.presplit[keep],
+        )
+
+    def decode(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
+        return decode_image(
+            raw, tuple(contract["input_size"]), contract["channels"], contract["resample"]
+        )
+
+    def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
+        """uint8 (N, H, W, C) -> normalised float32 (N, C, H, W)."""
+        batch = np.asarray(samples, dtype=np.float32)
+        std = np.asarray(contract["std"], dtype=np.float32)
+        mean = np.asarray(contract["mean"], dtype=np.float32)
+        batch *= 1.0 / (255.0 * std)
+        batch -= mean / std
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+    def augment(self, samples: Any, rng: np.random.Generator, mode: str) -> Any:
+        """Random shifts of up to 1/8 of the side (edge-padded) and/or horizontal flips."""
+        if mode == "none":
+            return samples
+        out = np.array(samples, copy=True)
+        n, height, width, _ = out.shape
+        if "flip" in mode:
+            flip = rng.random(n) < 0.5
+            out[flip] = out[flip, :, ::-1]
+        if "shift" in mode:
+            pad_h, pad_w = max(1, height // 8), max(1, width // 8)
+            padded = np.pad(out, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode="edge")
+            dys = rng.integers(0, 2 * pad_h + 1, n)
+            dxs = rng.integers(0, 2 * pad_w + 1, n)
+            for i, (dy, dx) in enumerate(zip(dys, dxs)):
+                out[i] = padded[i, dy : dy + height, dx : dx + width]
+        return out
+
+    def postprocess(
+        self, outputs: np.ndarray, labels: Sequence[str], top_k: int
+    ) -> list[dict[str, Any]]:
+        return top_k_results(outputs, labels, top_k)
+
+    def metrics(
+        self, outputs: np.ndarray, targets: np.ndarray, labels: Sequence[str]
+    ) -> dict[str, Any]:
+        return classification_metrics(outputs, targets, labels)
+
+    def loss(self, label_smoothing: float = 0.0) -> Any:
+        import torch
+
+        return torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)

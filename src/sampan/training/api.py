@@ -1,0 +1,115 @@
+"""The Python API behind the CLI: sampan.train, sampan.evaluate, sampan.predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.config import build_config, load_yaml
+from sampan.data.images import IMAGE_SUFFIXES
+from sampan.errors import DataError
+from sampan.store import Store
+from sampan.training.config import TrainConfig
+from sampan.training.trainer import Trainer, TrainResult
+
+
+def train(
+    config: TrainConfig | str | Path | None = None, *, store: Store | None = None, **options: Any
+) -> TrainResult:
+    """Train a model and write its package. config: a TrainConfig, a YAML path, or None;
+    keyword options override it (e.g. data='folder', name='parts', arch='resnet18')."""
+    if isinstance(config, TrainConfig):
+        import dataclasses
+
+        base = dataclasses.asdict(config)
+    else:
+        base = load_yaml(config) if config is not None else {}
+    return Trainer(build_config(TrainConfig, base, options), store).fit()
+
+
+@dataclass
+class EvalReport:
+    ref: str
+    metrics: dict[str, Any]
+    labels: list[str]
+    num_samples: int
+    skipped: list[str]
+    plot: Path | None = None
+
+
+def evaluate(
+    ref: str,
+    data: str | Path,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+    plot: str | Path | None = None,
+    store: Store | None = None,
+) -> EvalReport:
+    """Evaluate a package on a labelled dataset; optionally save the confusion-matrix plot."""
+    from sampan.runtime.model import load
+
+    model = load(ref, device=device, store=store)
+    task = model.task
+    listing = task.scan(data)
+    unknown = sorted(set(listing.labels) - set(model.labels))
+    if unknown:
+        raise DataError(
+            f"{data} has label(s) {', '.join(unknown[:5])} that {model.package.ref} "
+            f"does not know (it knows: {', '.join(model.labels[:10])})."
+        )
+    samples = task.load(listing, model.contract)
+    # The dataset's own label order may differ from the package's: map onto the package's.
+    remap = np.array([model.labels.index(label) for label in samples.labels])
+    targets = remap[samples.targets]
+    outputs = model.outputs_decoded(samples.inputs, batch_size)
+    metrics = task.metrics(outputs, targets, model.labels)
+    report = EvalReport(model.package.ref, metrics, model.labels, len(targets), samples.skipped)
+    if plot is not None:
+        from sampan.plots import save_confusion_matrix
+
+        report.plot = save_confusion_matrix(
+            metrics["confusion_matrix"],
+            model.labels,
+            Path(plot),
+            title=f"{model.package.ref} on {Path(data).name}",
+        )
+    return report
+
+
+def expand_inputs(paths: list[str | Path]) -> list[Path]:
+    """Files as given; directories expanded to the images they hold (recursively, sorted)."""
+    files: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                raise DataError(f"Folder {item} holds no images to predict.")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item} does not exist.")
+    return files
+
+
+def predict(
+    ref: str,
+    inputs: list[str | Path],
+    *,
+    top_k: int = 5,
+    device: str | None = None,
+    store: Store | None = None,
+) -> list[dict[str, Any]]:
+    """Predict files or folders with a package; one result per file, with its path."""
+    from sampan.runtime.model import load
+
+    model = load(ref, device=device, store=store)
+    files = expand_inputs(inputs)
+    results = model.predict(files, top_k=top_k)
+    return [{"input": str(path), **result} for path, result in zip(files, results)]

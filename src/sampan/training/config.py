@@ -1,0 +1,54 @@
+"""TrainConfig: every training option, typed, validated up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sampan.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    name: str
+    task: str = "image-classification"
+    arch: str = "small_cnn"
+    pretrained: str | None = None  # 'timm', a .safetensors file, an HF-format folder, or name@ver
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision: auto = on where CUDA is
+    patience: int = 5  # epochs without improvement before early stopping; 0 turns it off
+    val_fraction: float = 0.2
+    seed: int = 0
+    input_size: int | list[int] | None = None  # default: 32 for small_cnn, the net's own otherwise
+    channels: int | None = None  # default: 1 if the images are grayscale, else 3
+    augment: Literal["none", "shift", "flip", "shift+flip"] = "none"
+    drop_rate: float | None = None
+    device: str = "auto"
+    resume: bool = False
+    quiet: bool = False
+
+    def validate(self) -> None:
+        problems = []
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        problems += [f"{k} must be > 0 (got {v})" for k, v in positive.items() if v <= 0]
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"val_fraction must be between 0 and 1 (got {self.val_fraction})")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        for key in ("weight_decay", "warmup_epochs", "grad_clip", "patience"):
+            if getattr(self, key) < 0:
+                problems.append(f"{key} must be >= 0 (got {getattr(self, key)})")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if self.channels not in (None, 1, 3):
+            problems.append(f"channels must be 1 or 3 (got {self.channels})")
+        if problems:
+            raise ConfigError("Invalid training configuration: " + "; ".join(problems) + ".")

@@ -1,0 +1,114 @@
+"""Everything a run needs before its first step: task, architecture, decoded data, split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.data.split import stratified_split
+from sampan.errors import DataError, NotFoundError
+from sampan.models.base import ArchitectureSpec, resolve_architecture
+from sampan.store import Store
+from sampan.tasks.base import Samples, Task, get_task
+from sampan.training.config import TrainConfig
+
+
+@dataclass
+class Prepared:
+    task: Task
+    spec: ArchitectureSpec
+    samples: Samples
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    contract: dict[str, Any]
+    build_args: dict[str, Any]  # what the network is built with, pretrained aside
+    pretrained: str | None = None  # a weights path, 'timm' or None
+    parent: str | None = None  # the package this run fine-tunes, if any
+    notes: list[str] = field(default_factory=list)
+
+
+def default_input_size(spec: ArchitectureSpec) -> list[int]:
+    if spec.name == "timm":
+        import timm
+
+        cfg = timm.get_pretrained_cfg(spec.config["model_name"])
+        if cfg is not None:
+            return list(cfg.input_size[1:])
+        return [224, 224]
+    return [32, 32]
+
+
+def resolve_pretrained(value: str | None, store: Store) -> tuple[str | None, Any]:
+    """(weights source, parent package or None) for the --pretrained option."""
+    if value in (None, "", "none"):
+        return None, None
+    if value == "timm" or Path(value).exists():
+        return value, None
+    try:
+        package = store.open(value)
+    except NotFoundError:
+        raise NotFoundError(
+            f"--pretrained {value!r} is neither 'timm', an existing weights file or folder, "
+            "nor a package in the store."
+        ) from None
+    return str(package.weights_path), package
+
+
+def prepare(config: TrainConfig, store: Store) -> Prepared:
+    task = get_task(config.task)
+    pretrained, parent = resolve_pretrained(config.pretrained, store)
+    options: dict[str, Any] = {"input_size": config.input_size, "channels": config.channels}
+    if parent is not None:
+        arch = parent.manifest.architecture
+        config_keys = {
+            k: v
+            for k, v in arch["config"].items()
+            if k not in ("num_classes", "in_chans", "input_size")
+        }
+        spec = ArchitectureSpec(arch["name"], config_keys, arch.get("preset"), config.task)
+        options = {
+            **{
+                k: parent.manifest.preprocessing.get(k)
+                for k in ("input_size", "channels", "mean", "std")
+            },
+            **{k: v for k, v in options.items() if v is not None},
+        }
+    else:
+        spec = resolve_architecture(config.arch, config.task)
+        if pretrained is not None and spec.name == "timm":
+            from sampan.models.timm_family import timm_normalisation
+
+            options["mean"], options["std"] = timm_normalisation(spec.config["model_name"])
+    options["input_size"] = options.get("input_size") or default_input_size(spec)
+    listing = task.scan(config.data)
+    contract = task.preprocessing(listing, options)
+    samples = task.load(listing, contract, min_per_class=2)
+    if samples.presplit is not None and samples.presplit.any() and not samples.presplit.all():
+        train_idx = np.flatnonzero(~samples.presplit)
+        val_idx = np.flatnonzero(samples.presplit)
+    else:
+        train_idx, val_idx = stratified_split(samples.targets, config.val_fraction, config.seed)
+    if len(train_idx) == 0:
+        raise DataError(f"{config.data} leaves no training samples after the split.")
+    contract = task.fit(contract, samples.take(train_idx))
+    build_args: dict[str, Any] = {
+        "num_classes": len(samples.labels),
+        "in_chans": contract["channels"],
+        "input_size": contract["input_size"],
+    }
+    if config.drop_rate is not None:
+        build_args["drop_rate"] = config.drop_rate
+    return Prepared(
+        task,
+        spec,
+        samples,
+        train_idx,
+        val_idx,
+        contract,
+        build_args,
+        pretrained,
+        parent.ref if parent is not None else None,
+    )

@@ -1,0 +1,150 @@
+"""The CLI as a user runs it: subprocesses, exit codes, one-line errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from tests.conftest import write_digits_folder
+
+SAMPAN = [sys.executable, "-m", "sampan.cli.main"]
+FAST = ["--arch", "small_cnn_tiny", "--input-size", "16", "--batch-size", "32", "--device", "cpu"]
+
+
+def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SAMPAN_HOME": str(home), "SAMPAN_QUIET": "1", "COLUMNS": "200"}
+    proc = subprocess.run([*SAMPAN, *args], capture_output=True, text=True, env=env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from sampan.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "import sampan; assert 'torch' not in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "train" in proc.stdout and "predict" in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_eval_predict_packages(tmp_path: Path, digits_dir: Path, digits_holdout: Path):
+    home = tmp_path / "home"
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 9\nseed: 3\npatience: 0\n")
+    out = run(
+        "train",
+        str(digits_dir),
+        "--name",
+        "digits",
+        "-c",
+        str(config),
+        "--epochs",
+        "2",
+        *FAST,
+        home=home,
+    ).stdout
+    assert "Package digits@1 written to" in out
+    manifest = json.loads(run("packages", "show", "digits", "--json", home=home).stdout)
+    assert manifest["training"]["config"]["epochs"] == 2  # the flag beat the file
+    assert manifest["training"]["seed"] == 3  # the file beat the default
+    plot = tmp_path / "cm.png"
+    out = run("eval", "digits@1", str(digits_holdout), "--plot", str(plot), home=home).stdout
+    assert "accuracy" in out and "Confusion matrix" in out and plot.is_file()
+    metrics = json.loads(
+        run("eval", "digits", str(digits_holdout), "--json", "--plot", str(plot), home=home).stdout
+    )
+    assert metrics["num_samples"] == 50
+    lines = run("predict", "digits@latest", str(digits_holdout / "7"), "--json", home=home).stdout
+    assert len(lines.splitlines()) == 5 and "top_k" in json.loads(lines.splitlines()[0])
+    assert "digits@1" in run("packages", "list", home=home).stdout
+    assert "deleted digits@1" in run("packages", "rm", "digits@1", "--yes", home=home).stdout
+    assert "No packages" in run("packages", "list", home=home).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "/no/such/folder", "--name", "x"], "does not exist"),
+        (["train", ".", "--name", "x", "--arch", "resnet81"], "Did you mean: resnet18"),
+        (["train", ".", "--name", "x", "--epochs", "0"], "epochs must be > 0"),
+        (["predict", "nothing", "x.png"], "No package named 'nothing'"),
+        (["packages", "show", "../etc"], "Invalid package name"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path, args, message):
+    proc = run(*args, home=tmp_path / "home", check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_corrupted_package_is_a_clear_error(tmp_path: Path):
+    from sampan.store import Store
+
+    home = tmp_path / "home"
+    store = Store(home)
+    package = store.write(
+        "p",
+        {
+            "task": "image-classification",
+            "architecture": {"name": "small_cnn", "config": {}},
+            "labels": ["a"],
+            "preprocessing": {},
+        },
+        lambda d: (d / "weights.safetensors").write_bytes(b"0123456789"),
+    )
+    weights = package.path / "weights.safetensors"
+    weights.write_bytes(b"0123456788")
+    proc = run("predict", "p", "x.png", home=home, check=False)
+    assert proc.returncode != 0 and "weights.safetensors is corrupt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path):
+    data = write_digits_folder(tmp_path / "data", per_class=30)
+    args = ["train", str(data), "--epochs", "8", "--patience", "0", "--augment", "shift", *FAST]
+    run(*args, "--name", "straight", home=tmp_path / "a")
+    home = tmp_path / "b"
+    env = {**os.environ, "SAMPAN_HOME": str(home), "SAMPAN_QUIET": "1"}
+    proc = subprocess.Popen(
+        [*SAMPAN, *args, "--name", "cut"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = home / "runs" / "cut" / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    seen = 0.0
+    # Kill it mid-way: after the checkpoint of epoch 2 or so is written, before the end.
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoint.exists():
+            if seen and checkpoint.stat().st_mtime != seen:
+                proc.send_signal(signal.SIGKILL)
+                break
+            seen = seen or checkpoint.stat().st_mtime
+        time.sleep(0.005)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (home / "packages" / "cut").exists() or not any(
+        p.name.isdigit() for p in (home / "packages" / "cut").iterdir()
+    )
+    run(*args, "--name", "cut", "--resume", home=home)
+    straight = load_file(
+        str(tmp_path / "a" / "packages" / "straight" / "1" / "weights.safetensors")
+    )
+    resumed = load_file(str(home / "packages" / "cut" / "1" / "weights.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert np.array_equal(straight[key], resumed[key]), key

@@ -1,0 +1,53 @@
+"""Contract tests: every registered preset builds, counts its parameters and runs forward."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sampan.errors import NotFoundError
+from sampan.models import PRESETS, build_network, count_parameters, resolve_architecture
+from sampan.models.base import load_pretrained_weights
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_builds_and_runs(preset: str):
+    spec = resolve_architecture(preset)
+    args = {"num_classes": 4, "in_chans": 1, "input_size": [32, 32]}
+    torch.manual_seed(0)
+    network = build_network(spec, **args).eval()
+    assert count_parameters(spec, **args) == sum(p.numel() for p in network.parameters())
+    with torch.inference_mode():
+        out = network(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+
+
+def test_any_timm_name_works_and_unknown_names_suggest():
+    spec = resolve_architecture("timm/resnet10t")
+    assert spec.name == "timm" and spec.config["model_name"] == "resnet10t"
+    with pytest.raises(NotFoundError, match="Did you mean: resnet18"):
+        resolve_architecture("resnet81")
+
+
+def test_pretrained_weights_from_safetensors_and_hf_folder(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    spec = resolve_architecture("small_cnn_tiny")
+    torch.manual_seed(1)
+    source = build_network(spec, num_classes=10, in_chans=1)
+    save_file(
+        {k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors")
+    )
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (tmp_path / "w.safetensors").rename(hf / "model.safetensors")
+    torch.manual_seed(2)
+    # Other head size and three input channels: the head stays new, the first conv is adapted.
+    target = build_network(spec, num_classes=3, in_chans=3, pretrained=str(hf))
+    src, dst = source.state_dict(), target.state_dict()
+    assert torch.equal(src["features.2.0.weight"], dst["features.2.0.weight"])
+    assert dst["head.weight"].shape == (3, 64)
+    assert dst["features.0.0.weight"].shape[1] == 3
+    with pytest.raises(NotFoundError, match="not found"):
+        load_pretrained_weights(target, tmp_path / "none.safetensors")

@@ -150,3 +150,11 @@ def test_augment_is_seeded_and_keeps_shapes():
     two = TASK.augment(batch, np.random.default_rng(5), "shift+flip")
     assert one.shape == batch.shape and np.array_equal(one, two) and not np.array_equal(one, batch)
     assert TASK.augment(batch, np.random.default_rng(5), "none") is batch
+
+
+def test_data_too_large_to_decode_in_memory_is_refused(tmp_path: Path, monkeypatch):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    monkeypatch.setenv("SAMPAN_MAX_DECODED_GB", "0.000001")
+    listing = TASK.scan(root)
+    with pytest.raises(DataError, match="lower --input-size"):
+        TASK.load(listing, TASK.preprocessing(listing, {"input_size": 224}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +70,14 @@ class ImageClassification(Task):
     def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
         size = tuple(contract["input_size"])
         channels, resample = contract["channels"], contract["resample"]
+        needed = len(listing.items) * size[0] * size[1] * channels
+        limit = float(os.environ.get("SAMPAN_MAX_DECODED_GB", "8")) * 1e9
+        if needed > limit:
+            raise DataError(
+                f"{len(listing.items):,} images at {size[0]}x{size[1]}x{channels} need "
+                f"{needed / 1e9:.1f} GB decoded in memory, over the {limit / 1e9:.0f} GB limit; "
+                "lower --input-size, or raise SAMPAN_MAX_DECODED_GB if the memory is there."
+            )
 
         def read(path: Path) -> tuple[bytes, np.ndarray | None, str]:
             try:

@@ -25,6 +25,8 @@ def test_every_problem_is_reported_at_once():
 def test_values_are_range_checked():
     with pytest.raises(ConfigError, match="val_fraction must be between 0 and 1"):
         build_config(TrainConfig, {"data": "d", "name": "n", "val_fraction": 1.5}, {})
+    with pytest.raises(ConfigError, match="input_size must be one positive side"):
+        build_config(TrainConfig, {"data": "d", "name": "n", "input_size": 0}, {})
     with pytest.raises(ConfigError, match="augment must be one of"):
         build_config(TrainConfig, {"data": "d", "name": "n", "augment": "rotate"}, {})
 

@@ -48,6 +48,11 @@ class TrainConfig:
                 problems.append(f"{key} must be >= 0 (got {getattr(self, key)})")
         if not 0 <= self.min_lr_ratio <= 1:
             problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        sizes = [self.input_size] if isinstance(self.input_size, int) else self.input_size or []
+        if any(side < 1 for side in sizes) or len(sizes) > 2:
+            problems.append(
+                f"input_size must be one positive side or [height, width] (got {self.input_size})"
+            )
         if self.channels not in (None, 1, 3):
             problems.append(f"channels must be 1 or 3 (got {self.channels})")
         if problems:

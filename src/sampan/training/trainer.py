@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,12 @@ class Loop:
 def _amp_dtype(config: TrainConfig, device: Any) -> Any:
     import torch
 
+    if config.amp == "on" and device.type != "cuda":
+        warnings.warn(
+            f"amp=on needs CUDA; training on {device} in full precision.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if config.amp == "off" or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

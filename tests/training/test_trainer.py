@@ -38,6 +38,16 @@ def test_reloading_gives_bit_identical_logits(trained, digits_holdout):
     assert first.shape == (50, 10) and np.array_equal(first, second)
 
 
+def test_predict_takes_one_array_or_a_batch(trained, digits_holdout):
+    from PIL import Image
+
+    home, ref = trained
+    model = sampan.load(ref, store=Store(home), device="cpu")
+    image = np.asarray(Image.open(sorted(digits_holdout.glob("4/*.png"))[0]))
+    assert len(model.predict(image)) == 1 and len(model.predict(np.stack([image] * 3))) == 3
+    assert np.array_equal(model.outputs(image), model.outputs([image]))
+
+
 def test_training_and_serving_preprocess_identically(trained, digits_dir):
     """The trainer's validation logits equal the loaded model's logits on the same files."""
     home, ref = trained

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,9 +31,7 @@ class Model:
         return self.package.manifest.preprocessing
 
     def _decoded(self, inputs: Any) -> list[Any]:
-        if isinstance(inputs, (str, Path, bytes)) or not isinstance(inputs, Iterable):
-            inputs = [inputs]
-        return [self.task.decode(raw, self.contract) for raw in inputs]
+        return [self.task.decode(raw, self.contract) for raw in self.task.as_inputs(inputs)]
 
     def outputs(self, inputs: Any, batch_size: int = 64) -> np.ndarray:
         """Raw model outputs (logits) for inputs."""

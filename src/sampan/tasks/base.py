@@ -8,7 +8,7 @@ collate are pure functions of (input, contract), so every station preprocesses i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,12 @@ class Task(ABC):
     def fit(self, contract: dict[str, Any], train_inputs: Any) -> dict[str, Any]:
         """Fill statistics the contract learns from the training split; default: none."""
         return contract
+
+    def as_inputs(self, inputs: Any) -> list[Any]:
+        """One input or a sequence of them, as a list of single raw inputs."""
+        if isinstance(inputs, (str, Path, bytes, bytearray)) or not isinstance(inputs, Iterable):
+            return [inputs]
+        return list(inputs)
 
     @abstractmethod
     def decode(self, raw: Any, contract: dict[str, Any]) -> Any:

@@ -126,6 +126,13 @@ class ImageClassification(Task):
             presplit=None if listing.presplit is None else listing.presplit[keep],
         )
 
+    def as_inputs(self, inputs: Any) -> list[Any]:
+        """An array is one image when (H, W) or (H, W, 1|3|4), else a batch along axis 0."""
+        if isinstance(inputs, np.ndarray):
+            single = inputs.ndim == 2 or (inputs.ndim == 3 and inputs.shape[2] in (1, 3, 4))
+            return [inputs] if single else list(inputs)
+        return super().as_inputs(inputs)
+
     def decode(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
         return decode_image(
             raw, tuple(contract["input_size"]), contract["channels"], contract["resample"]

@@ -63,5 +63,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> tuple
     from sampan.store import Store
 
     home = tmp_path_factory.mktemp("trained-home")
-    result = sampan.train(data=str(digits_dir), name="digits", store=Store(home), **TINY)
+    result = sampan.train(
+        data=str(digits_dir),
+        name="digits",
+        store=Store(home),
+        **{**TINY, "epochs": 8, "augment": "shift"},
+    )
     return home, result.package.ref
+
+
+@pytest.fixture(scope="session")
+def exported(trained: tuple[Path, str]) -> tuple[Path, str, str]:
+    """(store home, fp32 ONNX package ref, INT8 package ref) made from the trained package."""
+    from sampan.compress import compress
+    from sampan.export import export
+    from sampan.store import Store
+
+    home, ref = trained
+    onnx = export(ref, "onnx", store=Store(home))
+    int8 = compress(onnx.ref, store=Store(home), max_drop=0.05)
+    return home, onnx.ref, int8.ref

@@ -37,3 +37,15 @@ class ResumeError(SampanError):
     """A checkpoint cannot be resumed with the current settings."""
 
     exit_code = 6
+
+
+class ExportError(SampanError):
+    """A model cannot be exported, or its export does not match the original."""
+
+    exit_code = 7
+
+
+class CompressionError(SampanError):
+    """Compression failed or lost more accuracy than allowed."""
+
+    exit_code = 8

@@ -50,6 +50,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, Any] = field(default_factory=dict)  # e.g. {"onnx": {file, opset, ...}}
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created_at: str = ""
     sampan_version: str = ""
@@ -73,6 +74,7 @@ class Manifest:
             "training": self.training,
             "metrics": self.metrics,
             "lineage": self.lineage,
+            "exports": self.exports,
             "files": self.files,
         }
 
@@ -109,6 +111,15 @@ class Package:
     @property
     def weights_path(self) -> Path:
         return self.path / WEIGHTS
+
+    @property
+    def has_weights(self) -> bool:
+        return WEIGHTS in self.manifest.files
+
+    def export_path(self, fmt: str) -> Path | None:
+        """The file of an export (e.g. 'onnx'), or None when the package has none."""
+        entry = self.manifest.exports.get(fmt)
+        return self.path / entry["file"] if entry else None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -217,6 +228,13 @@ def render_model_card(manifest: Manifest) -> str:
     if scalars:
         lines += ["## Metrics (validation split)", "", "| metric | value |", "|---|---:|"]
         lines += [f"| {_md_escape(k)} | {_fmt(v)} |" for k, v in sorted(scalars.items())]
+        lines.append("")
+    for fmt, entry in sorted(manifest.exports.items()):
+        lines += [f"## Export: {fmt}", "", "| field | value |", "|---|---|"]
+        for key, value in sorted(entry.items()):
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(value.items()))
+            lines.append(f"| {_md_escape(key)} | {_md_escape(_fmt(value))} |")
         lines.append("")
     pre = manifest.preprocessing
     lines += ["## Preprocessing contract", "", "```json", json.dumps(pre, indent=2), "```", ""]

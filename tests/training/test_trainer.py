@@ -21,7 +21,7 @@ def test_train_writes_a_complete_package(trained):
     dataset = m.training["dataset"]
     assert (dataset["num_train"], dataset["num_val"]) == (320, 80)
     assert len(dataset["fingerprint"]) == 64 and m.training["seed"] == 0
-    assert len(m.training["history"]) == 3 and m.lineage == {
+    assert len(m.training["history"]) == 8 and m.lineage == {
         "parent": None,
         "operation": "train",
         "pretrained": None,

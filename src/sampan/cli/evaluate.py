@@ -17,6 +17,7 @@ def evaluate(
     plot: Path = typer.Option(None, help="Confusion-matrix PNG [default: NAME-vN-confusion.png]."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option(None, help="auto, cpu, cuda, ..."),
+    backend: str = typer.Option("auto", help="auto, torch, onnxruntime."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a package: accuracy, top-k, macro-F1, per-class and a confusion matrix."""
@@ -25,7 +26,9 @@ def evaluate(
 
     ref = Store().open(package, verify=False).ref
     plot = plot or Path(f"{ref.replace('@', '-v')}-confusion.png")
-    report = run_evaluation(package, data, batch_size=batch_size, device=device, plot=plot)
+    report = run_evaluation(
+        package, data, batch_size=batch_size, device=device, plot=plot, backend=backend
+    )
     if as_json:
         print(json.dumps({"package": report.ref, **report.metrics}, indent=2))
         return

@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from sampan.cli import datasets, demo, evaluate, models, packages, predict, train
+from sampan.cli import (
+    bench,
+    compress,
+    datasets,
+    demo,
+    devices,
+    evaluate,
+    export,
+    models,
+    packages,
+    predict,
+    train,
+)
 from sampan.errors import SampanError
 
 app = typer.Typer(
@@ -20,6 +32,10 @@ app.command("models")(models.models)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("predict")(predict.predict)
+app.command("export")(export.export)
+app.command("compress")(compress.compress)
+app.command("devices")(devices.devices)
+app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
 app.add_typer(packages.app, name="packages")
 app.add_typer(datasets.app, name="datasets")

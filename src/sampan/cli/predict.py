@@ -15,12 +15,13 @@ def predict(
     inputs: list[str] = typer.Argument(..., help="Files or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to show per input."),
     device: str = typer.Option(None, help="auto, cpu, cuda, ..."),
+    backend: str = typer.Option("auto", help="auto, torch, onnxruntime."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
     """Predict with a package: top-k labels with scores for each input."""
     from sampan.training.api import predict as run_prediction
 
-    results = run_prediction(package, inputs, top_k=top_k, device=device)
+    results = run_prediction(package, inputs, top_k=top_k, device=device, backend=backend)
     if as_json:
         for result in results:
             print(json.dumps(result))

@@ -1,4 +1,8 @@
-"""The engine interface and the backend registry (one file per backend in backends/)."""
+"""The engine interface and the backend registry (one file per backend in backends/).
+
+An engine is a package loaded on one backend and device: predict(batch) -> batch on numpy.
+Input checks live here, once, so every backend refuses bad batches the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +11,76 @@ from typing import Any
 
 import numpy as np
 
+from sampan.errors import DataError, NotFoundError
 from sampan.package import Package
 from sampan.registry import Registry
+from sampan.tasks.base import get_task
 
 
 class Backend(ABC):
     """A loaded network on one device: numpy batch in, numpy batch out."""
 
     name: str = ""
+    needs: str = ""  # what the package must hold, e.g. 'weights.safetensors' or 'onnx export'
 
-    @abstractmethod
-    def __init__(self, package: Package, device: str | None = None, **options: Any) -> None: ...
+    def __init__(self, package: Package, device: str | None = None, **options: Any) -> None:
+        self.package = package
+        shape, dtype = get_task(package.manifest.task).input_spec(package.manifest.preprocessing)
+        self.input_shape: tuple[int, ...] = tuple(shape)
+        self.input_dtype = np.dtype(dtype)
 
-    @abstractmethod
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Model inputs (N, ...) -> raw outputs (N, ...), e.g. logits."""
+    @classmethod
+    def can_run(cls, package: Package) -> bool:
+        """Whether this backend is installed here and the package holds what it needs."""
+        return True
 
     @property
     @abstractmethod
-    def device(self) -> str: ...
+    def device(self) -> str:
+        """Where it runs, e.g. 'cpu', 'cuda:0', 'CUDAExecutionProvider'."""
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def check(self, batch: Any) -> np.ndarray:
+        """A DataError naming what is wrong, unless batch is (N, *input_shape) of input_dtype."""
+        if not isinstance(batch, np.ndarray):
+            raise DataError(f"A batch must be a numpy array, not {type(batch).__name__}.")
+        if batch.dtype != self.input_dtype:
+            raise DataError(
+                f"Batch dtype is {batch.dtype}; {self.package.ref} takes {self.input_dtype}."
+            )
+        if batch.ndim != len(self.input_shape) + 1 or batch.shape[1:] != self.input_shape:
+            raise DataError(
+                f"Batch shape is {batch.shape}; {self.package.ref} takes "
+                f"(N, {', '.join(map(str, self.input_shape))})."
+            )
+        if batch.shape[0] == 0:
+            raise DataError("The batch is empty: give at least one input.")
+        return batch
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Model inputs (N, ...) -> raw outputs (N, ...), e.g. logits."""
+        return self._run(self.check(batch))
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
+def _load_backends() -> None:
+    import sampan.runtime.backends  # noqa: F401  (registers the built-in backends)
+
+
+def available_backends(package: Package) -> list[str]:
+    """Backends that can run this package here, fastest kind first."""
+    _load_backends()
+    return [name for name, cls in BACKENDS.items() if cls.can_run(package)]
+
+
 def create_engine(
     package: Package, backend: str = "torch", device: str | None = None, **options: Any
 ) -> Backend:
-    import sampan.runtime.backends  # noqa: F401  (registers the built-in backends)
-
+    _load_backends()
+    if backend not in BACKENDS:
+        raise NotFoundError(f"Unknown backend {backend!r}; available: {', '.join(BACKENDS)}.")
     return BACKENDS.get(backend)(package, device=device, **options)

@@ -54,9 +54,23 @@ class Model:
 
 
 def load(
-    ref: str, backend: str = "torch", device: str | None = None, store: Store | None = None
+    ref: str,
+    backend: str = "auto",
+    device: str | None = "auto",
+    store: Store | None = None,
+    **options: Any,
 ) -> Model:
-    """Load a package (name, name@latest, name@3 or a package directory) for prediction."""
-    package = (store or Store()).open(ref)
-    engine = create_engine(package, backend=backend, device=device)
+    """Load a package (name, name@latest, name@3 or a package directory) for prediction.
+
+    backend='auto' takes what `sampan bench` found fastest on this hardware, else onnxruntime
+    when the package has an ONNX export, else torch.
+    """
+    store = store or Store()
+    package = store.open(ref)
+    if backend == "auto":
+        from sampan.runtime.tuning import choose_backend
+
+        backend, tuned = choose_backend(package, store.home)
+        options = {**tuned, **options}
+    engine = create_engine(package, backend=backend, device=device, **options)
     return Model(package, engine, get_task(package.manifest.task))

@@ -84,6 +84,10 @@ class Task(ABC):
         """One raw input (path, bytes, array...) into one decoded sample."""
 
     @abstractmethod
+    def input_spec(self, contract: dict[str, Any]) -> tuple[tuple[int, ...], str]:
+        """(shape of one collated sample, dtype) that the network takes."""
+
+    @abstractmethod
     def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
         """Decoded samples into the model's input batch (numpy)."""
 

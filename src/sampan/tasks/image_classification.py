@@ -138,6 +138,10 @@ class ImageClassification(Task):
             raw, tuple(contract["input_size"]), contract["channels"], contract["resample"]
         )
 
+    def input_spec(self, contract: dict[str, Any]) -> tuple[tuple[int, ...], str]:
+        height, width = contract["input_size"]
+        return (contract["channels"], height, width), "float32"
+
     def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
         """uint8 (N, H, W, C) -> normalised float32 (N, C, H, W)."""
         batch = np.asarray(samples, dtype=np.float32)

@@ -48,11 +48,12 @@ def evaluate(
     device: str | None = None,
     plot: str | Path | None = None,
     store: Store | None = None,
+    backend: str = "auto",
 ) -> EvalReport:
     """Evaluate a package on a labelled dataset; optionally save the confusion-matrix plot."""
     from sampan.runtime.model import load
 
-    model = load(ref, device=device, store=store)
+    model = load(ref, backend=backend, device=device, store=store)
     task = model.task
     listing = task.scan(data)
     unknown = sorted(set(listing.labels) - set(model.labels))
@@ -105,11 +106,12 @@ def predict(
     top_k: int = 5,
     device: str | None = None,
     store: Store | None = None,
+    backend: str = "auto",
 ) -> list[dict[str, Any]]:
     """Predict files or folders with a package; one result per file, with its path."""
     from sampan.runtime.model import load
 
-    model = load(ref, device=device, store=store)
+    model = load(ref, backend=backend, device=device, store=store)
     files = expand_inputs(inputs)
     results = model.predict(files, top_k=top_k)
     return [{"input": str(path), **result} for path, result in zip(files, results)]

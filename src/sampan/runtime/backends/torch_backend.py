@@ -1,12 +1,15 @@
-"""The torch backend: the package's architecture rebuilt and its safetensors weights loaded."""
+"""The torch backend: the package's architecture rebuilt and its safetensors weights loaded.
+
+Eager by default; compile=True runs it through torch.compile.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
 
-from sampan.devices import resolve_device
 from sampan.errors import PackageError
 from sampan.package import Package
 from sampan.runtime.engine import BACKENDS, Backend
@@ -18,6 +21,11 @@ def build_from_package(package: Package) -> Any:
 
     from sampan.models.base import ArchitectureSpec, build_network
 
+    if not package.has_weights:
+        raise PackageError(
+            f"{package.ref} holds no torch weights (only an ONNX model); use "
+            "backend='onnxruntime', or load its parent package for torch."
+        )
     arch = package.manifest.architecture
     spec = ArchitectureSpec(arch["name"], dict(arch.get("config", {})), arch.get("preset"))
     network = build_network(spec, pretrained=None)
@@ -34,19 +42,31 @@ def build_from_package(package: Package) -> Any:
 @BACKENDS.register("torch")
 class TorchBackend(Backend):
     name = "torch"
+    needs = "weights.safetensors"
 
-    def __init__(self, package: Package, device: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, package: Package, device: str | None = None, compile: bool = False, **options: Any
+    ) -> None:
+        super().__init__(package, device)
         import torch
+
+        from sampan.devices import resolve_device
 
         self._torch = torch
         self._device = resolve_device(device)
         self.network = build_from_package(package).to(self._device)
+        if compile:
+            self.network = torch.compile(self.network)
+
+    @classmethod
+    def can_run(cls, package: Package) -> bool:
+        return package.has_weights and importlib.util.find_spec("torch") is not None
 
     @property
     def device(self) -> str:
         return str(self._device)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)

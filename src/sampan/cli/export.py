@@ -1,0 +1,29 @@
+"""`sampan export`: a package in a portable format, as a new version with a parity report."""
+
+from __future__ import annotations
+
+import typer
+
+from sampan.progress import console
+
+
+def export(
+    package: str = typer.Argument(..., help="NAME, NAME@latest or NAME@3."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="Export format."),
+    opset: int = typer.Option(18, help="ONNX opset."),
+    data: str = typer.Option(
+        None, help="Labelled data for the parity check [default: the package's validation split]."
+    ),
+    atol: float = typer.Option(1e-3, help="Largest allowed absolute difference of outputs."),
+    name: str = typer.Option(None, help="Write under this package name [default: the same]."),
+) -> None:
+    """Export a package (ONNX, dynamic batch axis) and check it against the original."""
+    from sampan.export import export as run_export
+
+    exported = run_export(package, fmt, name=name, opset=opset, data=data, atol=atol)
+    report = exported.manifest.exports[fmt]["parity"]
+    console.print(
+        f"parity on {report['samples']} real samples: max abs diff "
+        f"{report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.4f}"
+    )
+    console.print(f"Package [bold]{exported.ref}[/] ({fmt}) written to {exported.path}")

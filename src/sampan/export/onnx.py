@@ -1,0 +1,122 @@
+"""ONNX export with a dynamic batch axis and a parity report on real samples."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.errors import ExportError
+from sampan.export.base import EXPORTERS
+from sampan.package import Package
+from sampan.runtime.reference import reference_samples
+from sampan.tasks.base import get_task
+
+ONNX_FILE = "model.onnx"
+DEFAULT_OPSET = 18
+
+
+def _torch_export(network: Any, example: Any, path: Path, opset: int) -> str:
+    """Export with torch's dynamo exporter; fall back to the TorchScript one. Returns which."""
+    import torch
+
+    errors = []
+    for exporter in ("dynamo", "torchscript"):
+        try:
+            with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                if exporter == "dynamo":
+                    batch = torch.export.Dim("batch", min=1)
+                    program = torch.onnx.export(
+                        network,
+                        (example,),
+                        dynamo=True,
+                        opset_version=opset,
+                        input_names=["input"],
+                        output_names=["output"],
+                        dynamic_shapes=({0: batch},),
+                        verbose=False,
+                    )
+                    program.save(str(path))
+                else:
+                    torch.onnx.export(
+                        network,
+                        (example,),
+                        str(path),
+                        dynamo=False,
+                        opset_version=min(opset, 17),
+                        input_names=["input"],
+                        output_names=["output"],
+                        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                    )
+            return exporter
+        except Exception as exc:  # exporters raise many types; report all reasons at the end
+            errors.append(f"{exporter}: {str(exc).splitlines()[0][:300]}")
+            path.unlink(missing_ok=True)
+    raise ExportError(
+        "ONNX export failed (" + "; ".join(errors) + "). An operator of this "
+        "architecture may not be exportable; try another opset with --opset."
+    )
+
+
+def parity(torch_out: np.ndarray, onnx_out: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """How closely two sets of logits agree, and each one's accuracy."""
+    return {
+        "samples": len(targets),
+        "max_abs_diff": float(np.max(np.abs(torch_out - onnx_out))),
+        "top1_agreement": float(np.mean(torch_out.argmax(1) == onnx_out.argmax(1))),
+        "accuracy_torch": float(np.mean(torch_out.argmax(1) == targets)),
+        "accuracy_onnx": float(np.mean(onnx_out.argmax(1) == targets)),
+    }
+
+
+@EXPORTERS.register("onnx")
+def export_onnx(
+    package: Package,
+    folder: Path,
+    opset: int = DEFAULT_OPSET,
+    data: str | None = None,
+    atol: float = 1e-3,
+    min_agreement: float = 0.99,
+    samples: int = 256,
+) -> dict[str, Any]:
+    """Write folder/model.onnx; raise ExportError unless it matches torch on real samples."""
+    import onnxruntime as ort
+    import torch
+
+    from sampan.runtime.backends.torch_backend import build_from_package
+
+    task = get_task(package.manifest.task)
+    contract = package.manifest.preprocessing
+    reference = reference_samples(package, data, split="val", limit=samples)
+    batch = task.collate(reference.inputs, contract)
+    network = build_from_package(package)
+    path = folder / ONNX_FILE
+    exporter = _torch_export(network, torch.from_numpy(batch[:2]), path, opset)
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(batch)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    report = parity(expected, got, reference.targets)
+    if report["max_abs_diff"] > atol or report["top1_agreement"] < min_agreement:
+        raise ExportError(
+            f"ONNX output differs from torch on {report['samples']} real samples: max abs diff "
+            f"{report['max_abs_diff']:.2e} (tolerance {atol:.0e}), top-1 agreement "
+            f"{report['top1_agreement']:.3f} (needs {min_agreement}). Nothing was written."
+        )
+    return {
+        "file": ONNX_FILE,
+        "opset": opset,
+        "exporter": exporter,
+        "precision": "fp32",
+        "dynamic_axes": {"input": ["batch"], "output": ["batch"]},
+        "parity": {
+            **report,
+            "data": f"{reference.source} ({reference.split} split)",
+            "tolerance_abs": atol,
+        },
+    }

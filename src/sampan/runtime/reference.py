@@ -1,0 +1,71 @@
+"""Reference samples of a package: its validation split rebuilt from the data it was trained on
+(checked against the recorded fingerprint), or any labelled data the user names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sampan.data.split import stratified_split
+from sampan.errors import DataError
+from sampan.package import Package
+from sampan.tasks.base import get_task
+
+
+@dataclass
+class Reference:
+    inputs: Any  # decoded samples
+    targets: np.ndarray  # indices into the package's labels
+    source: str
+    split: str
+
+
+def reference_samples(
+    package: Package,
+    data: str | Path | None = None,
+    split: Literal["val", "train"] = "val",
+    limit: int | None = None,
+    seed: int = 0,
+) -> Reference:
+    """Decoded, labelled samples for parity checks, calibration and accuracy before/after."""
+    manifest = package.manifest
+    task = get_task(manifest.task)
+    training = manifest.training
+    recorded = training.get("dataset", {})
+    source = str(data) if data is not None else recorded.get("source")
+    if not source or not Path(source).exists():
+        raise DataError(
+            f"The training data of {package.ref} ({source}) is not here; pass "
+            "labelled data with --data."
+        )
+    listing = task.scan(source)
+    unknown = sorted(set(listing.labels) - set(manifest.labels))
+    if unknown:
+        raise DataError(
+            f"{source} has label(s) {', '.join(unknown[:5])} that {package.ref} does not know."
+        )
+    samples = task.load(listing, manifest.preprocessing)
+    remap = np.array([manifest.labels.index(label) for label in samples.labels])
+    targets = remap[samples.targets]
+    index = np.arange(len(targets))
+    if data is None:
+        if samples.fingerprint != recorded.get("fingerprint"):
+            raise DataError(
+                f"{source} has changed since {package.ref} was trained (fingerprint "
+                "differs); pass labelled data with --data."
+            )
+        if samples.presplit is not None and samples.presplit.any():
+            val_mask = samples.presplit
+            index = np.flatnonzero(val_mask if split == "val" else ~val_mask)
+        else:
+            config = training.get("config", {})
+            train_idx, val_idx = stratified_split(
+                targets, config.get("val_fraction", 0.2), training.get("seed", 0)
+            )
+            index = val_idx if split == "val" else train_idx
+    if limit is not None and len(index) > limit:
+        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+    return Reference(samples.take(index), targets[index], source, split)

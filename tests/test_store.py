@@ -96,3 +96,33 @@ def test_model_card_escapes_html_in_labels(home: Path):
     card = (write(Store()) / "README.md").read_text()
     assert "<script>" not in card and "&lt;script&gt;" in card
     assert "| accuracy | 0.5000 |" in card and 'sampan.load("parts@1")' in card
+
+
+def test_a_deleted_version_number_is_never_reused(home: Path):
+    store = Store()
+    write(store), write(store)
+    store.delete("parts@2")
+    assert write(store).name == "3"
+    store.delete("parts")
+    assert write(store).name == "4"
+
+
+def test_manifest_that_lists_no_model_file_is_refused(home: Path):
+    path = write(Store())
+    data = json.loads((path / MANIFEST).read_text())
+    data["files"] = {}
+    (path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(PackageError, match="lists no model file"):
+        Store().open("parts")
+    data["files"] = {
+        "../../etc/passwd": {"sha256": "x"},
+        "README.md": {},
+        "weights.safetensors": {},
+    }
+    (path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(PackageError, match="outside the package"):
+        Store().open("parts")
+    data["labels"] = "not a list"
+    (path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(PackageError, match="wrong types"):
+        Store().open("parts")

@@ -93,6 +93,21 @@ class Manifest:
                 f"{source}: manifest lacks {', '.join(missing)}; the package is "
                 "damaged, rebuild it or restore it from a backup."
             )
+        types_ok = (
+            isinstance(data["labels"], list)
+            and all(isinstance(x, str) for x in data["labels"])
+            and isinstance(data["architecture"], dict)
+            and isinstance(data["architecture"].get("name"), str)
+            and isinstance(data["preprocessing"], dict)
+            and isinstance(data["files"], dict)
+            and isinstance(data["version"], int)
+            and isinstance(data["name"], str)
+        )
+        if not types_ok:
+            raise PackageError(
+                f"{source}: manifest fields have the wrong types; the package is "
+                "damaged, rebuild it or restore it from a backup."
+            )
         known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
         return cls(**known)
 
@@ -144,7 +159,24 @@ def read_manifest(path: Path) -> Manifest:
 
 
 def verify_files(path: Path, manifest: Manifest) -> None:
-    """Check every listed file's sha256; raise naming the first file that differs."""
+    """Check every listed file's sha256; raise naming the first file that differs.
+
+    The card and a model (weights or an export) must be listed, so emptying the file list
+    cannot switch verification off.
+    """
+    model_files = {WEIGHTS} | {
+        e.get("file") for e in manifest.exports.values() if isinstance(e, dict)
+    }
+    if CARD not in manifest.files or not model_files & set(manifest.files):
+        raise PackageError(
+            f"{path / MANIFEST} lists no model file or no card; the package is damaged, rebuild it."
+        )
+    for name in manifest.files:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise PackageError(
+                f"{path / MANIFEST} lists a file outside the package ({name!r}); "
+                "refusing to load it."
+            )
     for name, meta in sorted(manifest.files.items()):
         file_path = path / name
         if not file_path.is_file():

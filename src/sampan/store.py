@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.errors import NotFoundError, PackageError
-from sampan.io import atomic_write_json, fsync_dir, fsync_tree
+from sampan.io import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_tree
 from sampan.package import (
     CARD,
     MANIFEST,
@@ -109,22 +109,25 @@ class Store:
         return manifests
 
     def delete(self, ref: str) -> list[str]:
-        """Delete one version (name@N) or every version (name); return the refs removed."""
+        """Delete one version (name@N or name@latest) or every version (name); return the refs
+        removed."""
         parsed = PackageRef.parse(ref)
-        if parsed.version is None and "@" in ref:
-            targets = [self.path_of(ref)]  # name@latest deletes the latest only
-        elif parsed.version is None:
-            self.path_of(ref)  # raises NotFoundError when there is none
-            targets = [self.root / parsed.name / str(v) for v in self.versions(parsed.name)]
-        else:
-            targets = [self.path_of(ref)]
+        self.path_of(ref)  # a clear NotFoundError when there is nothing to delete
         removed = []
         with self._lock(parsed.name):
+            if "@" in ref:
+                targets = [self.path_of(ref)]
+            else:
+                targets = [self.root / parsed.name / str(v) for v in self.versions(parsed.name)]
             for target in targets:
                 # Rename first so a crash mid-delete never leaves a half-deleted version visible.
-                trash = target.parent / f".deleting-{target.name}"
-                os.replace(target, trash)
-                shutil.rmtree(trash)
+                trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=".deleting-"))
+                try:
+                    os.replace(target, trash / "version")
+                except FileNotFoundError:  # deleted by someone else meanwhile
+                    continue
+                finally:
+                    shutil.rmtree(trash, ignore_errors=True)
                 removed.append(f"{parsed.name}@{target.name}")
         return removed
 
@@ -138,6 +141,18 @@ class Store:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _next_version(self, name: str) -> int:
+        """One past the highest version ever written (deleted ones included), so a number is
+        never reused for a different model. Call under the name's lock."""
+        mark = self.root / name / ".last-version"
+        try:
+            last = int(mark.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            last = 0
+        version = max([last, *self.versions(name)]) + 1
+        atomic_write_bytes(mark, str(version).encode())
+        return version
 
     def write(
         self,
@@ -159,10 +174,10 @@ class Store:
         try:
             write_files(tmp)
             with self._lock(name):
-                versions = self.versions(name)
+                version = self._next_version(name)
                 manifest = Manifest(
                     name=name,
-                    version=(versions[-1] + 1) if versions else 1,
+                    version=version,
                     created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     sampan_version=__version__,
                     **manifest_fields,

@@ -158,3 +158,32 @@ def test_data_too_large_to_decode_in_memory_is_refused(tmp_path: Path, monkeypat
     listing = TASK.scan(root)
     with pytest.raises(DataError, match="lower --input-size"):
         TASK.load(listing, TASK.preprocessing(listing, {"input_size": 224}))
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path: Path):
+    deep = np.full((8, 8), 40_000, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    gray = {**CONTRACT, "input_size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.2]}
+    assert TASK.decode(path, gray)[0, 0, 0] == round(40_000 / 257)
+    floats = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))
+    assert TASK.decode(floats, gray)[0, 0, 0] == 128
+
+
+def test_csv_with_byte_order_mark_and_bad_encoding(tmp_path: Path):
+    _folder(tmp_path / "imgs", {"a": 2})
+    csv = tmp_path / "excel.csv"
+    csv.write_bytes("\ufeffpath,label\nimgs/a/0.png,a\n".encode())
+    assert TASK.scan(csv).labels == ["a"]
+    csv.write_bytes(b"path,label\n\xff\xfe,a\n")
+    with pytest.raises(DataError, match="not a readable UTF-8 CSV"):
+        TASK.scan(csv)
+
+
+def test_split_keeps_one_sample_on_each_side_and_names_the_class():
+    from sampan.data.split import stratified_split
+
+    train, val = stratified_split(np.array([0, 0, 1, 1, 1]), 0.9, seed=0)
+    assert len(train) == 2 and len(val) == 3
+    with pytest.raises(DataError, match="Class lonely has only 1"):
+        stratified_split(np.array([0, 0, 1]), 0.2, seed=0, labels=["many", "lonely"])

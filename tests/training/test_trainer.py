@@ -5,7 +5,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import sampan
-from sampan.errors import ResumeError
+from sampan.errors import ConfigError, ResumeError
 from sampan.store import Store
 from tests.conftest import TINY, write_digits_folder
 
@@ -78,17 +78,49 @@ def test_evaluate_and_predict(trained, digits_holdout, tmp_path):
     assert all(r["input"].endswith(".png") for r in results)
 
 
-def test_fine_tuning_a_package_records_its_parent(trained, digits_dir):
+def test_fine_tuning_a_package_records_its_parent(trained, digits_dir, tmp_path):
     home, ref = trained
+    options = {k: v for k, v in TINY.items() if k != "arch"}
     result = sampan.train(
         data=str(digits_dir),
         name="digits-ft",
         pretrained=ref,
         store=Store(home),
-        **{**TINY, "epochs": 1, "arch": "resnet18"},
+        **{**options, "epochs": 1},
     )
     m = result.package.manifest
     assert m.lineage["parent"] == ref and m.architecture["preset"] == "small_cnn_tiny"
+    with pytest.raises(ConfigError, match="conflicts with"):
+        sampan.train(
+            data=str(digits_dir),
+            name="x",
+            pretrained=ref,
+            store=Store(home),
+            **{**options, "arch": "resnet18"},
+        )
+
+
+def test_fine_tuning_on_other_labels_starts_a_new_head(trained, tmp_path):
+    """Same number of classes, other labels: the parent's head must not be copied."""
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    home, ref = trained
+    data = write_digits_folder(tmp_path / "d", per_class=6)
+    for folder in sorted(data.iterdir()):
+        folder.rename(data / f"part-{folder.name}")
+    options = {k: v for k, v in TINY.items() if k != "arch"}
+    result = sampan.train(
+        data=str(data),
+        name="other",
+        pretrained=ref,
+        store=Store(home),
+        **{**options, "epochs": 1, "lr": 1e-9},
+    )
+    parent = load_torch(str(Store(home).open(ref).weights_path))
+    child = load_torch(str(result.package.weights_path))
+    assert torch.allclose(parent["features.2.0.weight"], child["features.2.0.weight"], atol=1e-6)
+    assert not torch.allclose(parent["head.weight"], child["head.weight"], atol=1e-3)
 
 
 def test_resume_refuses_other_labels_or_architecture(tmp_path):
@@ -102,6 +134,8 @@ def test_resume_refuses_other_labels_or_architecture(tmp_path):
     other = write_digits_folder(tmp_path / "e", per_class=6, classes=4)
     with pytest.raises(ResumeError, match="labels differ"):
         sampan.train(data=str(other), name="r", store=store, resume=True, **TINY)
+    with pytest.raises(ResumeError, match=r"seed 0 -> 5"):
+        sampan.train(data=str(data), name="r", store=store, resume=True, **{**TINY, "seed": 5})
     with pytest.raises(ResumeError, match="Nothing to resume"):
         sampan.train(data=str(data), name="never", store=store, resume=True, **TINY)
 
@@ -117,3 +151,35 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     assert result.stopped_early and len(result.history) < 40
     assert result.best_epoch == max(result.history, key=lambda h: h["val_accuracy"])["epoch"]
     assert json.loads(json.dumps(result.package.manifest.training))["stopped_early"] is True
+
+
+def test_bad_name_and_seed_fail_before_any_work(tmp_path):
+    for options, message in (
+        ({"name": "../escape"}, "Invalid package name"),
+        ({"name": "ok", "seed": -1}, "seed must be >= 0"),
+        ({"name": "ok", "device": "gpu"}, "Unknown device 'gpu'"),
+    ):
+        with pytest.raises(sampan.SampanError, match=message):
+            sampan.train(
+                data=str(tmp_path / "missing"), store=Store(tmp_path / "h"), **{**TINY, **options}
+            )
+
+
+def test_eval_on_a_train_val_folder_scores_val_only(trained, tmp_path):
+    home, ref = trained
+    write_digits_folder(tmp_path / "split" / "train", per_class=3)
+    write_digits_folder(tmp_path / "split" / "val", per_class=2, offset=50)
+    report = sampan.evaluate(ref, tmp_path / "split", store=Store(home))
+    assert report.num_samples == 20
+
+
+def test_predict_reports_unreadable_files_and_answers_the_rest(trained, digits_holdout, tmp_path):
+    import shutil
+
+    home, ref = trained
+    folder = tmp_path / "mixed"
+    shutil.copytree(digits_holdout / "2", folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    results = sampan.predict(ref, [folder], store=Store(home))
+    assert len(results) == 6 and sum("error" in r for r in results) == 1
+    assert all("label" in r for r in results if "error" not in r)

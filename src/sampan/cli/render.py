@@ -58,6 +58,9 @@ def predictions_table(results: list[dict[str, Any]], title: str) -> Table:
     table.add_column("score", justify="right")
     table.add_column("top-k")
     for result in results:
+        if "error" in result:
+            table.add_row(str(result["input"]), "[red]-[/]", "-", f"[red]{result['error']}[/]")
+            continue
         rest = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"][1:])
         table.add_row(str(result["input"]), result["label"], f"{result['score']:.4f}", rest)
     return table

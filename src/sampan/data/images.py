@@ -72,17 +72,32 @@ def scan_csv(path: Path) -> tuple[list[Path], list[str], list[str]]:
     """(paths, label per path, sorted labels) of a CSV manifest with path,label columns."""
     if not path.is_file():
         raise DataError(f"CSV manifest {path} does not exist.")
-    with path.open(newline="", encoding="utf-8") as f:
+    try:
+        rows, fields = _read_csv(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(
+            f"{path} is not a readable UTF-8 CSV ({exc}); save it as UTF-8 CSV."
+        ) from None
+    if "path" not in fields or "label" not in fields:
+        raise DataError(
+            f"{path} must have a header row with 'path' and 'label' columns "
+            f"(found: {', '.join(fields) or 'nothing'})."
+        )
+    return _csv_rows(path, rows)
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    # utf-8-sig: spreadsheet programs often start the file with a byte-order mark.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [name.strip().lower() for name in reader.fieldnames or []]
-        if "path" not in fields or "label" not in fields:
-            raise DataError(
-                f"{path} must have a header row with 'path' and 'label' columns "
-                f"(found: {', '.join(fields) or 'nothing'})."
-            )
         rows = [
             {k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader
         ]
+    return rows, fields
+
+
+def _csv_rows(path: Path, rows: list[dict[str, str]]) -> tuple[list[Path], list[str], list[str]]:
     paths, labels = [], []
     for line, row in enumerate(rows, start=2):
         if not row["path"] or not row["label"]:
@@ -128,9 +143,25 @@ def open_image(raw: Any) -> Any:
         raise DataError(f"Cannot read image {name}: {exc}".replace("\n", " ")) from None
 
 
+def to_8bit(image: Any) -> Any:
+    """16-bit and float images scaled to 8 bits (PIL's convert would clip them to white).
+
+    16-bit integers are taken as full-range (0-65535, divided by 257); floats as 0-1.
+    """
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64) * 255.0
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
+
+
 def decode_image(raw: Any, size: tuple[int, int], channels: int, resample: str) -> np.ndarray:
     """Decode and resize one image to uint8 (H, W, C): the one decoder every station uses."""
-    image = open_image(raw)
+    image = to_8bit(open_image(raw))
     if image.mode not in ("L", "RGB") or image.mode != ("L" if channels == 1 else "RGB"):
         image = image.convert("L" if channels == 1 else "RGB")
     height, width = size

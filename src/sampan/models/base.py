@@ -107,7 +107,19 @@ def adapt_channels(weight: Any, channels: int) -> Any:
     return weight.repeat(1, repeats, 1, 1)[:, :channels] * (source / channels)
 
 
-def load_pretrained_weights(network: Any, source: str | Path) -> dict[str, int]:
+def classifier_keys(network: Any) -> set[str]:
+    """State-dict keys of the classifier head (timm's get_classifier, or ours)."""
+    get = getattr(network, "get_classifier", None)
+    head = get() if get is not None else None
+    if head is None:
+        return set()
+    ids = {id(t) for t in head.state_dict(keep_vars=True).values()}
+    return {k for k, t in network.state_dict(keep_vars=True).items() if id(t) in ids}
+
+
+def load_pretrained_weights(
+    network: Any, source: str | Path, skip_head: bool = False
+) -> dict[str, int]:
     """Load a safetensors file or a Hugging Face-format directory into network.
 
     Tensors whose shape differs (a new classifier head) are left as initialised; a first
@@ -130,10 +142,11 @@ def load_pretrained_weights(network: Any, source: str | Path) -> dict[str, int]:
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise PackageError(f"{path} is not a readable safetensors file: {exc}") from None
     own = network.state_dict()
+    head = classifier_keys(network) if skip_head else set()
     loaded, skipped = {}, 0
     for key, tensor in state.items():
         target = own.get(key)
-        if target is None:
+        if target is None or key in head:
             skipped += 1
             continue
         if tensor.shape != target.shape:

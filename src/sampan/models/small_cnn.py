@@ -43,6 +43,9 @@ def _make_class() -> Any:
             self.drop = nn.Dropout(drop_rate)
             self.head = nn.Linear(4 * width, num_classes)
 
+        def get_classifier(self) -> Any:
+            return self.head
+
         def forward_features(self, x: Any) -> Any:
             return self.features(x)
 

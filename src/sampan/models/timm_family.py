@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sampan.errors import NotFoundError
 from sampan.models.base import (
     ARCHITECTURES,
     ArchitectureSpec,
@@ -34,7 +35,16 @@ def build_timm(
     cfg = timm.get_pretrained_cfg(model_name)
     if input_size and cfg is not None and cfg.fixed_input_size:
         kwargs["img_size"] = tuple(input_size)  # ViT-style models bake the size into the patches
-    network = timm.create_model(model_name, pretrained=pretrained == "timm", **kwargs)
+    try:
+        network = timm.create_model(model_name, pretrained=pretrained == "timm", **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if pretrained != "timm":
+            raise
+        raise NotFoundError(
+            f"Could not fetch timm's pretrained weights for {model_name} "
+            f"({str(exc).splitlines()[0][:120]}); without a network, pass a local "
+            ".safetensors file or Hugging Face folder to --pretrained."
+        ) from None
     if pretrained not in (None, "timm"):
         load_pretrained_weights(network, pretrained)
     return network

@@ -40,7 +40,8 @@ class ImageClassification(Task):
 
     def preprocessing(self, listing: Listing | None, options: dict[str, Any]) -> dict[str, Any]:
         size = options.get("input_size") or 224
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        sides = [size] if isinstance(size, int) else list(size)
+        height, width = sides * 2 if len(sides) == 1 else sides
         channels = options.get("channels")
         if channels is None and listing is not None:
             sample = listing.items[:: max(1, len(listing.items) // 32)][:32]
@@ -59,11 +60,20 @@ class ImageClassification(Task):
     def fit(self, contract: dict[str, Any], train_inputs: Any) -> dict[str, Any]:
         if contract.get("mean") is not None and contract.get("std") is not None:
             return contract
-        pixels = np.asarray(train_inputs, dtype=np.float64).reshape(-1, contract["channels"]) / 255
-        std = np.maximum(pixels.std(axis=0), 1e-3)
+        # Per-channel sums in chunks: a float64 copy of the whole set could need 8x its memory.
+        channels = contract["channels"]
+        total, squares, count = np.zeros(channels), np.zeros(channels), 0
+        for start in range(0, len(train_inputs), 1024):
+            pixels = np.asarray(train_inputs[start : start + 1024], np.float64)
+            pixels = pixels.reshape(-1, channels) / 255.0
+            total += pixels.sum(axis=0)
+            squares += (pixels * pixels).sum(axis=0)
+            count += len(pixels)
+        mean = total / count
+        std = np.maximum(np.sqrt(np.maximum(squares / count - mean * mean, 0.0)), 1e-3)
         return {
             **contract,
-            "mean": [round(float(v), 6) for v in pixels.mean(axis=0)],
+            "mean": [round(float(v), 6) for v in mean],
             "std": [round(float(v), 6) for v in std],
         }
 

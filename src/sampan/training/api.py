@@ -10,7 +10,7 @@ import numpy as np
 
 from sampan.config import build_config, load_yaml
 from sampan.data.images import IMAGE_SUFFIXES
-from sampan.errors import DataError
+from sampan.errors import ConfigError, DataError
 from sampan.store import Store
 from sampan.training.config import TrainConfig
 from sampan.training.trainer import Trainer, TrainResult
@@ -62,11 +62,16 @@ def evaluate(
             f"{data} has label(s) {', '.join(unknown[:5])} that {model.package.ref} "
             f"does not know (it knows: {', '.join(model.labels[:10])})."
         )
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1 (got {batch_size}).")
     samples = task.load(listing, model.contract)
     # The dataset's own label order may differ from the package's: map onto the package's.
     remap = np.array([model.labels.index(label) for label in samples.labels])
-    targets = remap[samples.targets]
-    outputs = model.outputs_decoded(samples.inputs, batch_size)
+    index = np.arange(len(samples))
+    if samples.presplit is not None and samples.presplit.any():
+        index = np.flatnonzero(samples.presplit)  # root/train + root/val: score val/ only
+    targets = remap[samples.targets[index]]
+    outputs = model.outputs_decoded(samples.take(index), batch_size)
     metrics = task.metrics(outputs, targets, model.labels)
     report = EvalReport(model.package.ref, metrics, model.labels, len(targets), samples.skipped)
     if plot is not None:
@@ -113,5 +118,18 @@ def predict(
 
     model = load(ref, backend=backend, device=device, store=store)
     files = expand_inputs(inputs)
-    results = model.predict(files, top_k=top_k)
-    return [{"input": str(path), **result} for path, result in zip(files, results)]
+    decoded, problems = {}, {}
+    for index, path in enumerate(files):
+        try:
+            decoded[index] = model.task.decode(path, model.contract)
+        except DataError as exc:  # one bad file must not cost the others their answers
+            problems[index] = str(exc)
+    results: dict[int, dict[str, Any]] = {
+        i: {"input": str(files[i]), "error": problems[i]} for i in problems
+    }
+    if decoded:
+        order = sorted(decoded)
+        outputs = model.outputs_decoded([decoded[i] for i in order])
+        for i, result in zip(order, model.task.postprocess(outputs, model.labels, top_k)):
+            results[i] = {"input": str(files[i]), **result}
+    return [results[i] for i in range(len(files))]

@@ -58,6 +58,15 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
                 f"({_short(meta.get(key))} vs {_short(current.get(key))}). Use the same "
                 "settings, or start a new run without --resume."
             )
+    # Settings that decide the split, the schedule or the batches: a change breaks exactness.
+    before, now = meta.get("settings", {}), current.get("settings", {})
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        details = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ResumeError(
+            f"Cannot resume {path} exactly: {details}. Use the checkpoint's "
+            "settings, or start a new run without --resume."
+        )
 
 
 def _short(value: Any) -> str:

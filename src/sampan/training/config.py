@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sampan.errors import ConfigError
+from sampan.errors import ConfigError, SampanError
+from sampan.package import check_name
 
 
 @dataclass
@@ -13,7 +14,7 @@ class TrainConfig:
     data: str
     name: str
     task: str = "image-classification"
-    arch: str = "small_cnn"
+    arch: str | None = None  # a preset or timm name; default small_cnn (or a parent's)
     pretrained: str | None = None  # 'timm', a .safetensors file, an HF-format folder, or name@ver
     epochs: int = 20
     batch_size: int = 64
@@ -48,8 +49,16 @@ class TrainConfig:
                 problems.append(f"{key} must be >= 0 (got {getattr(self, key)})")
         if not 0 <= self.min_lr_ratio <= 1:
             problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
-        sizes = [self.input_size] if isinstance(self.input_size, int) else self.input_size or []
-        if any(side < 1 for side in sizes) or len(sizes) > 2:
+        try:
+            check_name(self.name)
+        except SampanError as exc:
+            problems.append(str(exc).rstrip("."))
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0 (got {self.seed})")
+        if self.drop_rate is not None and not 0 <= self.drop_rate < 1:
+            problems.append(f"drop_rate must be in [0, 1) (got {self.drop_rate})")
+        sizes = [self.input_size] if isinstance(self.input_size, int) else self.input_size
+        if sizes is not None and (len(sizes) not in (1, 2) or min(sizes) < 1):
             problems.append(
                 f"input_size must be one positive side or [height, width] (got {self.input_size})"
             )

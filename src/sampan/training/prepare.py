@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sampan.data.split import stratified_split
-from sampan.errors import DataError, NotFoundError
+from sampan.errors import ConfigError, DataError, NotFoundError
 from sampan.models.base import ArchitectureSpec, resolve_architecture
 from sampan.store import Store
 from sampan.tasks.base import Samples, Task, get_task
@@ -27,6 +27,7 @@ class Prepared:
     build_args: dict[str, Any]  # what the network is built with, pretrained aside
     pretrained: str | None = None  # a weights path, 'timm' or None
     parent: str | None = None  # the package this run fine-tunes, if any
+    keep_head: bool = True  # load the pretrained classifier head too
     notes: list[str] = field(default_factory=list)
 
 
@@ -63,6 +64,13 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
     options: dict[str, Any] = {"input_size": config.input_size, "channels": config.channels}
     if parent is not None:
         arch = parent.manifest.architecture
+        names = {arch.get("preset"), arch["config"].get("model_name"), arch["name"]}
+        if config.arch is not None and config.arch not in names:
+            raise ConfigError(
+                f"--arch {config.arch} conflicts with {parent.ref}, which is "
+                f"{arch.get('preset') or arch['name']}: fine-tuning keeps the parent's "
+                "architecture. Drop --arch, or pretrain from another source."
+            )
         config_keys = {
             k: v
             for k, v in arch["config"].items()
@@ -77,7 +85,12 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
             **{k: v for k, v in options.items() if v is not None},
         }
     else:
-        spec = resolve_architecture(config.arch, config.task)
+        spec = resolve_architecture(config.arch or "small_cnn", config.task)
+        if pretrained == "timm" and spec.name != "timm":
+            raise ConfigError(
+                f"{config.arch or 'small_cnn'} has no timm weights; use a timm "
+                "architecture, or --pretrained with a local weights file."
+            )
         if pretrained is not None and spec.name == "timm":
             from sampan.models.timm_family import timm_normalisation
 
@@ -90,7 +103,9 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
         train_idx = np.flatnonzero(~samples.presplit)
         val_idx = np.flatnonzero(samples.presplit)
     else:
-        train_idx, val_idx = stratified_split(samples.targets, config.val_fraction, config.seed)
+        train_idx, val_idx = stratified_split(
+            samples.targets, config.val_fraction, config.seed, samples.labels
+        )
     if len(train_idx) == 0:
         raise DataError(f"{config.data} leaves no training samples after the split.")
     contract = task.fit(contract, samples.take(train_idx))
@@ -101,6 +116,8 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
     }
     if config.drop_rate is not None:
         build_args["drop_rate"] = config.drop_rate
+    # A parent whose labels differ (even in number alone) gives no useful classifier head.
+    keep_head = parent is None or parent.manifest.labels == samples.labels
     return Prepared(
         task,
         spec,
@@ -111,4 +128,5 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
         build_args,
         pretrained,
         parent.ref if parent is not None else None,
+        keep_head,
     )

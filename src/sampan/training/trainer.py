@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sampan.devices import resolve_device
-from sampan.models.base import build_network, count_parameters
+from sampan.models.base import build_network, count_parameters, load_pretrained_weights
 from sampan.package import WEIGHTS, Package
 from sampan.progress import make_progress
 from sampan.store import Store
@@ -33,6 +33,24 @@ from sampan.training.checkpoint import (
 from sampan.training.config import TrainConfig
 from sampan.training.prepare import Prepared, prepare
 from sampan.training.schedule import warmup_cosine
+
+# The options a resume must keep: they decide the split, the schedule and every batch.
+RESUME_SETTINGS = (
+    "seed",
+    "val_fraction",
+    "batch_size",
+    "epochs",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "min_lr_ratio",
+    "label_smoothing",
+    "grad_clip",
+    "augment",
+    "drop_rate",
+    "pretrained",
+    "amp",
+)
 
 
 @dataclass
@@ -88,13 +106,21 @@ class Trainer:
         self.torch = torch
         self.config = config
         self.store = store or Store()
+        self.device = resolve_device(config.device)  # before decoding: a typo fails fast
         self.prep: Prepared = prepare(config, self.store)
-        self.device = resolve_device(config.device)
         self.amp_dtype = _amp_dtype(config, self.device)
         torch.manual_seed(config.seed)
-        self.network = build_network(
-            self.prep.spec, **self.prep.build_args, pretrained=self.prep.pretrained
-        ).to(self.device)
+        local = self.prep.pretrained not in (None, "timm")
+        network = build_network(
+            self.prep.spec,
+            **self.prep.build_args,
+            pretrained=None if local else self.prep.pretrained,
+        )
+        if local:
+            load_pretrained_weights(
+                network, str(self.prep.pretrained), skip_head=not self.prep.keep_head
+            )
+        self.network = network.to(self.device)
         self.loss_fn = self.prep.task.loss(config.label_smoothing)
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.network, config.weight_decay), lr=config.lr
@@ -121,6 +147,9 @@ class Trainer:
             "labels": self.prep.samples.labels,
             "architecture": {"name": spec.name, "config": {**spec.config, **self.prep.build_args}},
             "fingerprint": self.prep.samples.fingerprint,
+            "settings": {
+                k: v for k, v in dataclasses.asdict(self.config).items() if k in RESUME_SETTINGS
+            },
             "loop": {k: v for k, v in dataclasses.asdict(self.loop).items() if k != "best_state"},
         }
 

@@ -17,8 +17,10 @@ def test_readme_has_python_blocks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(python_blocks())))
-def test_readme_python_block_runs(index: int, capsys):
-    exec(compile(python_blocks()[index], f"README.md block {index}", "exec"), {})
+def test_readme_python_blocks_run_in_order(capsys):
+    namespace: dict = {}
+    for index, block in enumerate(python_blocks()):
+        exec(compile(block, f"README.md block {index}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "digits-py@1 validation accuracy" in out and "accuracy on all digits" in out
+    assert "digits-py@2 digits-py@3 INT8 accuracy" in out and "CPUExecutionProvider 7" in out

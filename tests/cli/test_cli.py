@@ -148,3 +148,26 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path):
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert np.array_equal(straight[key], resumed[key]), key
+
+
+@pytest.mark.slow
+def test_devices_export_compress_bench(tmp_path: Path, trained):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)
+    assert "cpu" in run("devices", home=home).stdout
+    out = run("export", "digits", "--format", "onnx", home=home).stdout
+    assert "top-1 agreement 1.0000" in out and "Package digits@2 (onnx)" in out
+    out = run("compress", "digits@2", "--int8", "--max-drop", "5", home=home).stdout
+    assert "accuracy:" in out and "Package digits@3 (INT8)" in out
+    report = tmp_path / "bench.json"
+    out = run(
+        "bench", "digits@2", "--batch", "1,2", "--seconds", "0.05", "--out", str(report), home=home
+    ).stdout
+    assert "fastest:" in out and json.loads(report.read_text())["best"]["backend"]
+    assert json.loads((home / "tuning.json").read_text())
+    proc = run("bench", "digits@3", "--backends", "torch", home=home, check=False)
+    assert proc.returncode != 0 and "cannot run on torch" in proc.stderr
+    proc = run("predict", "digits@3", "x.png", "--backend", "tpu", home=home, check=False)
+    assert proc.returncode != 0 and "Unknown backend 'tpu'" in proc.stderr

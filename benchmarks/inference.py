@@ -1,0 +1,128 @@
+"""Inference on the CPU: onnxruntime fp32 vs torch eager, INT8 vs fp32, engine vs raw session.
+
+One run builds a resnet18 package (briefly trained on the digits, so INT8 calibration sees real
+images), exports it to ONNX, quantizes it to INT8, then times batches of 8 at 224 px through:
+
+    torch eager     sampan's torch engine (= model(x) under inference_mode)
+    ort fp32        sampan's onnxruntime engine on the fp32 export
+    ort int8        sampan's onnxruntime engine on the INT8 export
+    raw session     onnxruntime.InferenceSession(model.onnx).run(...) with no sampan code
+
+The four alternate in rounds so machine noise hits all of them; medians are reported.
+
+    python benchmarks/inference.py [--size 224] [--batch 8] [--rounds 5] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import sampan
+from sampan.compress import compress
+from sampan.data.digits import export_digits
+from sampan.export import export
+from sampan.runtime.engine import create_engine
+from sampan.store import Store
+
+
+def timed(fn, batch: np.ndarray, seconds: float) -> list[float]:
+    for _ in range(2):
+        fn(batch)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        started = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def build_packages(home: Path, size: int) -> tuple[str, str, dict]:
+    store = Store(home)
+    data = export_digits(home / "digits")
+    trained = sampan.train(
+        data=str(data),
+        name="r18",
+        arch="resnet18",
+        input_size=size,
+        channels=3,
+        epochs=1,
+        batch_size=32,
+        val_fraction=0.9,
+        patience=0,
+        device="cpu",
+        quiet=True,
+        store=store,
+    )
+    fp32 = export(trained.package.ref, "onnx", store=store, samples=64)
+    int8 = compress(fp32.ref, store=store, samples=64, force=True)
+    return fp32.ref, int8.ref, int8.manifest.exports["onnx"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    os.environ["SAMPAN_QUIET"] = "1"
+    import onnxruntime as ort
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        fp32_ref, int8_ref, int8_entry = build_packages(home, args.size)
+        store = Store(home)
+        fp32_pkg, int8_pkg = store.open(fp32_ref), store.open(int8_ref)
+        runners = {
+            "torch eager": create_engine(fp32_pkg, "torch", device="cpu").predict,
+            "ort fp32": create_engine(fp32_pkg, "onnxruntime", device="cpu").predict,
+            "ort int8": create_engine(int8_pkg, "onnxruntime", device="cpu").predict,
+        }
+        raw = ort.InferenceSession(
+            str(fp32_pkg.export_path("onnx")), providers=["CPUExecutionProvider"]
+        )
+        name = raw.get_inputs()[0].name
+        runners["raw session"] = lambda x: raw.run(None, {name: x})[0]
+        batch = (
+            np.random.default_rng(0)
+            .standard_normal((args.batch, 3, args.size, args.size))
+            .astype(np.float32)
+        )
+        samples: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(args.rounds):
+            for key, fn in runners.items():
+                samples[key] += timed(fn, batch, args.seconds)
+    ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"onnxruntime {ort.__version__}"
+    )
+    print(f"resnet18 @ {args.size} px, batch {args.batch}, median of {args.rounds} rounds")
+    for key, value in ms.items():
+        print(f"{key:>12}  {value:8.2f} ms/batch  {args.batch * 1000 / value:7.1f} images/s")
+    print(f"onnxruntime fp32 vs torch eager : {ms['torch eager'] / ms['ort fp32']:.2f}x faster")
+    print(f"INT8 vs onnxruntime fp32        : {ms['ort fp32'] / ms['ort int8']:.2f}x faster")
+    print(
+        f"engine overhead vs raw session  : {(ms['ort fp32'] / ms['raw session'] - 1) * 100:+.1f}%"
+    )
+    before, after = int8_entry["accuracy_before"], int8_entry["accuracy_after"]
+    size_before = int8_entry["size_before_bytes"] / 1e6
+    size_after = int8_entry["size_after_bytes"] / 1e6
+    print(
+        f"INT8 accuracy {before:.4f} -> {after:.4f} (model trained 1 epoch; speed is the "
+        f"point here), size {size_before:.1f} -> {size_after:.1f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()

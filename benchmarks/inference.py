@@ -29,7 +29,7 @@ import sampan
 from sampan.compress import compress
 from sampan.data.digits import export_digits
 from sampan.export import export
-from sampan.runtime.engine import create_engine
+from sampan.runtime.engine import available_backends, create_engine
 from sampan.store import Store
 
 
@@ -88,6 +88,9 @@ def main() -> None:
             "ort fp32": create_engine(fp32_pkg, "onnxruntime", device="cpu").predict,
             "ort int8": create_engine(int8_pkg, "onnxruntime", device="cpu").predict,
         }
+        if "openvino" in available_backends(fp32_pkg):
+            runners["openvino fp32"] = create_engine(fp32_pkg, "openvino", device="cpu").predict
+            runners["openvino int8"] = create_engine(int8_pkg, "openvino", device="cpu").predict
         raw = ort.InferenceSession(
             str(fp32_pkg.export_path("onnx")), providers=["CPUExecutionProvider"]
         )

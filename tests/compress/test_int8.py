@@ -34,3 +34,20 @@ def test_too_large_an_accuracy_drop_is_refused(exported):
     with pytest.raises(CompressionError, match="nothing was written"):
         compress(onnx_ref, store=store, max_drop=-1.0)  # no drop at all is allowed
     assert store.versions("digits") == before
+
+
+def test_fp16_keeps_accuracy_and_halves_the_size(exported, digits_holdout):
+    import numpy as np
+
+    import sampan
+
+    home, onnx_ref, _ = exported
+    fp16 = compress(onnx_ref, method="fp16", store=Store(home))
+    entry = fp16.manifest.exports["onnx"]
+    assert entry["precision"] == "fp16" and fp16.manifest.lineage["operation"] == "compress:fp16"
+    assert abs(entry["accuracy_before"] - entry["accuracy_after"]) <= 0.01
+    assert entry["size_after_bytes"] < 0.6 * entry["size_before_bytes"]
+    files = sorted(digits_holdout.glob("*/*.png"))
+    half = sampan.load(fp16.ref, backend="onnxruntime", store=Store(home)).outputs(files)
+    full = sampan.load(onnx_ref, backend="onnxruntime", store=Store(home)).outputs(files)
+    assert half.dtype == np.float32 and np.mean(half.argmax(1) == full.argmax(1)) >= 0.98

@@ -9,9 +9,10 @@ from sampan.progress import console
 
 def compress(
     package: str = typer.Argument(..., help="A package with an fp32 ONNX export."),
-    int8: bool = typer.Option(True, "--int8", help="Quantize to INT8 (the only mode so far)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize to INT8 (the default)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Convert to fp16 instead (for GPUs)."),
     method: str = typer.Option(
-        "static", help="static (calibrated, convnets) or dynamic (linear-heavy models)."
+        "static", help="INT8 method: static (calibrated, convnets) or dynamic (linear-heavy)."
     ),
     calib: str = typer.Option(None, help="Calibration data [default: the training split]."),
     samples: int = typer.Option(256, help="Calibration samples."),
@@ -22,8 +23,14 @@ def compress(
     force: bool = typer.Option(False, help="Write it even past --max-drop."),
     name: str = typer.Option(None, help="Write under this package name [default: the same]."),
 ) -> None:
-    """Quantize a package's ONNX export to INT8; record accuracy and size before and after."""
+    """Quantize a package's ONNX export to INT8 (or fp16); record accuracy and size before and
+    after."""
     from sampan.compress import compress as run_compress
+    from sampan.errors import ConfigError
+
+    if int8 and fp16:
+        raise ConfigError("Choose one of --int8 and --fp16.")
+    method = "fp16" if fp16 else method
 
     result = run_compress(
         package,
@@ -46,4 +53,6 @@ def compress(
         f"; size: {entry['size_before_bytes'] / 1e6:.2f} MB -> "
         f"{entry['size_after_bytes'] / 1e6:.2f} MB"
     )
-    console.print(f"Package [bold]{result.ref}[/] (INT8) written to {result.path}")
+    console.print(
+        f"Package [bold]{result.ref}[/] ({entry['precision'].upper()}) written to {result.path}"
+    )

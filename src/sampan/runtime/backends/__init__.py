@@ -1,3 +1,7 @@
 """Built-in backends; importing registers them (their heavy imports happen on first use)."""
 
-from sampan.runtime.backends import onnxruntime_backend, torch_backend  # noqa: F401
+from sampan.runtime.backends import (  # noqa: F401
+    onnxruntime_backend,
+    openvino_backend,
+    torch_backend,
+)

@@ -17,6 +17,7 @@ from sampan.cli import (
     models,
     packages,
     predict,
+    serve,
     train,
 )
 from sampan.errors import SampanError
@@ -36,6 +37,7 @@ app.command("export")(export.export)
 app.command("compress")(compress.compress)
 app.command("devices")(devices.devices)
 app.command("bench")(bench.bench)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(packages.app, name="packages")
 app.add_typer(datasets.app, name="datasets")

@@ -79,6 +79,10 @@ class Task(ABC):
             return [inputs]
         return list(inputs)
 
+    def from_json(self, value: Any) -> Any:
+        """One input as a JSON request carries it, as a raw input decode() takes."""
+        return value
+
     @abstractmethod
     def decode(self, raw: Any, contract: dict[str, Any]) -> Any:
         """One raw input (path, bytes, array...) into one decoded sample."""

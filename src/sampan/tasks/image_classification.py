@@ -143,6 +143,22 @@ class ImageClassification(Task):
             return [inputs] if single else list(inputs)
         return super().as_inputs(inputs)
 
+    def from_json(self, value: Any) -> Any:
+        """A base64 string (a data: URL too) or {"b64": "..."} -> the image's bytes."""
+        import base64
+        import binascii
+
+        if isinstance(value, dict) and isinstance(value.get("b64"), str):
+            value = value["b64"]
+        if not isinstance(value, str):
+            raise DataError('An image instance must be base64 text or {"b64": "..."}.')
+        if value.startswith("data:"):
+            value = value.partition(",")[2]
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise DataError("An image instance is not valid base64.") from None
+
     def decode(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
         return decode_image(
             raw, tuple(contract["input_size"]), contract["channels"], contract["resample"]

@@ -1,0 +1,1 @@
+"""Serving: the dynamic batcher, protocol routes and the server application."""

@@ -1,0 +1,87 @@
+"""The server application: protocol routes over a model host, errors mapped to HTTP answers,
+and the middleware stack in one visible list."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.middleware import Middleware
+
+from sampan.errors import ConfigError, DataError, NotFoundError, SampanError
+from sampan.serving import rest, v2
+from sampan.serving.batcher import DeadlineExceeded, Overloaded
+from sampan.serving.host import ModelHost, ServeSettings
+from sampan.serving.metrics import Metrics
+from sampan.serving.middleware import AccessLog, BodyLimit
+from sampan.store import Store
+
+# SampanError subclass -> HTTP status; the first match wins.
+STATUS = (
+    (Overloaded, 503),
+    (DeadlineExceeded, 504),
+    (NotFoundError, 404),
+    (DataError, 400),
+    (ConfigError, 400),
+)
+
+
+def _error_response(exc: SampanError) -> JSONResponse:
+    status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+
+def build_app(
+    refs: list[str], settings: ServeSettings | None = None, store: Store | None = None
+) -> FastAPI:
+    """An ASGI app serving the packages refs (loaded at startup)."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+    host = ModelHost(settings, metrics, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for ref in refs:
+            await host.load(ref)
+        yield
+        await host.shutdown()  # uvicorn has stopped accepting and finished in-flight requests
+
+    middleware = [  # outermost first
+        Middleware(AccessLog, metrics=metrics),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
+    from sampan import __version__
+
+    app = FastAPI(
+        title="Sampan model server",
+        version=__version__,
+        lifespan=lifespan,
+        middleware=middleware,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.host = host
+    app.state.metrics = metrics
+
+    @app.exception_handler(SampanError)
+    async def sampan_error(request: Request, exc: SampanError) -> JSONResponse:
+        return _error_response(exc)
+
+    app.include_router(rest.router(host))
+    app.include_router(v2.router(host))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> dict[str, Any]:
+        return {"sampan": __version__, "models": sorted(host.models), "docs": "/docs"}
+
+    return app

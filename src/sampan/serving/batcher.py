@@ -1,0 +1,225 @@
+"""The dynamic batcher: the one place where batching invariants live.
+
+Requests are numpy arrays of k >= 1 rows. Workers (one per engine instance) take what is
+queued, up to max_batch_size rows, run it off the event loop, and split the output rows back
+to their callers. Invariants, enforced here and nowhere else:
+
+- every caller gets exactly its own rows back (the engine must return as many rows as it got);
+- an exception in a batch reaches every caller of that batch, and no one else;
+- parameters are checked when the batcher is built;
+- a full queue refuses at once (Overloaded) instead of letting latency grow without bound;
+- a request whose deadline passed while queued is failed (DeadlineExceeded), not computed.
+
+Batching must not tax a lone caller: a worker waits up to max_wait_ms for more rows only when
+the previous batch showed concurrency (it had more than one request); otherwise it runs what
+is there at once. With adaptive_wait=False it always waits, as a fixed-delay batcher does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sampan.errors import ConfigError, SampanError
+
+
+class Overloaded(SampanError):
+    """The queue is full: retry later."""
+
+
+class DeadlineExceeded(SampanError):
+    """The request waited in the queue past its deadline."""
+
+
+@dataclass
+class _Item:
+    rows: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    deadline: float  # time.monotonic() seconds; inf = none
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+BatchFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class BatchStats:
+    """Callbacks the server's metrics hang on (no-ops by default)."""
+
+    on_batch: Callable[[int, float], None] = lambda rows, seconds: None
+    on_queue: Callable[[int], None] = lambda depth: None
+
+
+class Batcher:
+    """Dynamic batching over one or more engine instances (one worker thread each)."""
+
+    def __init__(
+        self,
+        engines: Sequence[BatchFn],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 256,
+        adaptive_wait: bool = True,
+        stats: BatchStats | None = None,
+    ) -> None:
+        problems = []
+        if not engines:
+            problems.append("at least one engine instance is needed")
+        if max_batch_size < 1:
+            problems.append(f"max_batch_size must be >= 1 (got {max_batch_size})")
+        if max_wait_ms < 0:
+            problems.append(f"max_wait_ms must be >= 0 (got {max_wait_ms})")
+        if max_queue < 1:
+            problems.append(f"max_queue must be >= 1 (got {max_queue})")
+        if problems:
+            raise ConfigError("Invalid batcher settings: " + "; ".join(problems) + ".")
+        self.engines = list(engines)
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.adaptive_wait = adaptive_wait
+        self.stats = stats or BatchStats()
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(self.engines), thread_name_prefix="sampan-engine"
+        )
+        self._workers = [asyncio.create_task(self._work(fn)) for fn in self.engines]
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until everything queued or running has finished (for graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while (self.depth or self._busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._queue is not None:  # fail whatever is still queued
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if not item.future.done():
+                    item.future.set_exception(Overloaded("The server is shutting down."))
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    # -- callers -------------------------------------------------------------------------------
+
+    async def submit(self, rows: np.ndarray, timeout: float | None = None) -> np.ndarray:
+        """Queue rows (k, ...) and wait for their k output rows."""
+        if self._queue is None:
+            raise RuntimeError("Batcher.start() was not called")
+        if len(rows) > self.max_batch_size:
+            raise ConfigError(
+                f"A request of {len(rows)} rows is over max_batch_size "
+                f"{self.max_batch_size}; split it."
+            )
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        deadline = time.monotonic() + timeout if timeout else float("inf")
+        try:
+            self._queue.put_nowait(_Item(rows, future, deadline))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"The queue is full ({self.max_queue} waiting); retry shortly."
+            ) from None
+        self.stats.on_queue(self.depth)
+        return await future
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def _collect(self, first: _Item, wait: bool) -> tuple[list[_Item], _Item | None]:
+        """The batch starting with first, and an item that did not fit (it goes next)."""
+        assert self._queue is not None
+        items, rows = [first], len(first.rows)
+        until = time.monotonic() + (self.max_wait if wait else 0.0)
+        while rows < self.max_batch_size:
+            if self._queue.empty():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            else:
+                nxt = self._queue.get_nowait()
+            if rows + len(nxt.rows) > self.max_batch_size:
+                return items, nxt  # keeps its place: first of this worker's next batch
+            items.append(nxt)
+            rows += len(nxt.rows)
+        return items, None
+
+    async def _work(self, fn: BatchFn) -> None:
+        assert self._queue is not None and self._pool is not None
+        loop = asyncio.get_running_loop()
+        wait = not self.adaptive_wait
+        carry: _Item | None = None
+        while True:
+            first = carry if carry is not None else await self._queue.get()
+            self._busy += 1
+            try:
+                items, carry = await self._collect(first, wait)
+                self.stats.on_queue(self.depth)
+                items = self._drop_expired(items)
+                if items:
+                    await self._run(loop, fn, items)
+                wait = (len(items) > 1) if self.adaptive_wait else True
+            finally:
+                self._busy -= 1
+
+    @staticmethod
+    def _drop_expired(items: list[_Item]) -> list[_Item]:
+        now, live = time.monotonic(), []
+        for item in items:
+            if item.future.done():  # the caller went away
+                continue
+            if now > item.deadline:
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"Waited {now - item.enqueued:.2f}s in the queue, past the deadline."
+                    )
+                )
+                continue
+            live.append(item)
+        return live
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, fn: BatchFn, items: list[_Item]) -> None:
+        batch = items[0].rows if len(items) == 1 else np.concatenate([i.rows for i in items])
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._pool, fn, batch)
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"engine returned {len(outputs)} rows for {len(batch)}")
+        except BaseException as exc:  # every caller of this batch hears of it
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.stats.on_batch(len(batch), time.perf_counter() - started)
+        offset = 0
+        for item in items:
+            k = len(item.rows)
+            if not item.future.done():
+                item.future.set_result(outputs[offset : offset + k])
+            offset += k

@@ -1,0 +1,161 @@
+"""The models a server holds: each a package, its engine instances and its batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sampan.errors import ConfigError, DataError, NotFoundError
+from sampan.package import Package
+from sampan.runtime.engine import Backend, create_engine
+from sampan.serving.batcher import Batcher, BatchStats
+from sampan.serving.metrics import Metrics
+from sampan.store import Store
+from sampan.tasks.base import Task, get_task
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class ServeSettings:
+    backend: str = "auto"
+    device: str = "auto"
+    instances: int = 1
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 256
+    timeout_s: float = 30.0  # how long a request may wait for its answer
+    max_body_bytes: int = 16 * 2**20
+
+
+@dataclass
+class ServedModel:
+    package: Package
+    task: Task
+    engines: list[Backend]
+    batcher: Batcher
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.package.manifest.name
+
+    @property
+    def engine(self) -> Backend:
+        return self.engines[0]
+
+    def check_rows(self, rows: Any) -> np.ndarray:
+        """Per-request validation, before batching: one bad request must not fail a batch."""
+        engine = self.engine
+        if not isinstance(rows, np.ndarray) or rows.dtype != engine.input_dtype:
+            raise DataError(f"Inputs must be {engine.input_dtype} tensors.")
+        if rows.ndim != len(engine.input_shape) + 1 or rows.shape[1:] != engine.input_shape:
+            raise DataError(
+                f"Input shape {list(rows.shape)} does not fit {self.name}, which "
+                f"takes [N, {', '.join(map(str, engine.input_shape))}]."
+            )
+        if len(rows) == 0:
+            raise DataError("The request holds no inputs.")
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        m = self.package.manifest
+        return {
+            "name": m.name,
+            "version": m.version,
+            "task": m.task,
+            "architecture": m.architecture.get("preset") or m.architecture["name"],
+            "labels": m.labels,
+            "backend": self.engine.name,
+            "device": self.engine.device,
+            "instances": len(self.engines),
+            "input_shape": list(self.engine.input_shape),
+            "metrics": {k: v for k, v in m.metrics.items() if isinstance(v, (int, float))},
+            "exports": sorted(m.exports),
+            "max_batch_size": self.batcher.max_batch_size,
+        }
+
+
+def check_model_name(name: str) -> str:
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise ConfigError(f"{name!r} is not a model name (letters, digits, '.', '_', '-').")
+    return name
+
+
+class ModelHost:
+    """Loads packages onto engines, starts their batchers, and finds them by name."""
+
+    def __init__(self, settings: ServeSettings, metrics: Metrics, store: Store | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store or Store()
+        self.models: dict[str, ServedModel] = {}
+        self.draining = False
+        self._lock = asyncio.Lock()
+
+    def get(self, name: str) -> ServedModel:
+        check_model_name(name)
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotFoundError(
+                f"No model {name!r} is loaded (loaded: {', '.join(sorted(self.models)) or 'none'})."
+            ) from None
+
+    def _build(self, ref: str) -> ServedModel:
+        from sampan.runtime.tuning import choose_backend
+
+        s = self.settings
+        package = self.store.open(ref)
+        backend, options = s.backend, {}
+        if backend == "auto":
+            backend, options = choose_backend(package, self.store.home)
+        engines = [
+            create_engine(package, backend=backend, device=s.device, **options)
+            for _ in range(s.instances)
+        ]
+        name = package.manifest.name
+        stats = BatchStats(
+            on_batch=lambda rows, secs: (
+                self.metrics.batch_size.labels(name).observe(rows),
+                self.metrics.inference.labels(name).observe(secs),
+            ),
+            on_queue=lambda depth: self.metrics.queue_depth.labels(name).set(depth),
+        )
+        batcher = Batcher(
+            [e.predict for e in engines],
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            stats=stats,
+        )
+        return ServedModel(package, get_task(package.manifest.task), engines, batcher)
+
+    async def load(self, ref: str) -> ServedModel:
+        """Load (or replace) a model; the old version drains before it stops."""
+        served = await asyncio.to_thread(self._build, ref)
+        await served.batcher.start()
+        async with self._lock:
+            old = self.models.get(served.name)
+            self.models[served.name] = served
+        if old is not None:
+            await old.batcher.drain(self.settings.timeout_s)
+            await old.batcher.stop()
+        return served
+
+    async def unload(self, name: str) -> None:
+        served = self.get(name)
+        async with self._lock:
+            self.models.pop(name, None)
+        await served.batcher.drain(self.settings.timeout_s)
+        await served.batcher.stop()
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        for served in list(self.models.values()):
+            await served.batcher.drain(self.settings.timeout_s)
+            await served.batcher.stop()

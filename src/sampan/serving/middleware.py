@@ -1,0 +1,118 @@
+"""Plain ASGI middleware of the server: body-size limit and access log + request metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sampan.serving.metrics import Metrics
+
+access_log = logging.getLogger("sampan.access")
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyLimit:
+    """413 for a body over max_bytes: by Content-Length at once, else while it streams."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = {"error": f"The request body is over the {self.max_bytes:,}-byte limit."}
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _send_json(send, 413, message)
+                return
+        seen = 0
+
+        class TooLarge(Exception):
+            pass
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise TooLarge
+            return msg
+
+        started = False
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except TooLarge:
+            if not started:
+                await _send_json(send, 413, message)
+
+
+class AccessLog:
+    """One JSON log line and the request metrics for every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        state = scope.setdefault("state", {})
+
+        async def capture(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            seconds = time.perf_counter() - started
+            path: str = scope["path"]
+            protocol = "v2" if path.startswith("/v2/") else "v1" if path.startswith("/v1/") else "-"
+            model = state.get("model", "-")
+            if protocol != "-":
+                self.metrics.requests.labels(model, protocol, str(status)).inc()
+                if model != "-":
+                    self.metrics.latency.labels(model, protocol).observe(seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    json.dumps(
+                        {
+                            "ts": round(time.time(), 3),
+                            "method": scope["method"],
+                            "path": path,
+                            "status": status,
+                            "ms": round(seconds * 1000, 2),
+                            "model": model,
+                            "client": (scope.get("client") or ["-"])[0],
+                        }
+                    )
+                )

@@ -1,0 +1,113 @@
+"""The native REST protocol: /v1/models, /v1/models/{name}, /v1/models/{name}:predict."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from sampan.errors import DataError
+from sampan.serving.host import ModelHost, ServedModel
+
+PREDICT_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {"type": "array", "minItems": 1, "items": {}},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
+
+
+def _decode_all(served: ServedModel, raws: list[Any]) -> np.ndarray:
+    contract = served.package.manifest.preprocessing
+    samples = [served.task.decode(raw, contract) for raw in raws]
+    return served.task.collate(samples, contract)
+
+
+async def _inputs(request: Request, served: ServedModel) -> tuple[list[Any], int]:
+    """Raw inputs and top_k from a JSON body or a multipart upload."""
+    content_type = request.headers.get("content-type", "")
+    top_k = 5
+    if content_type.startswith("multipart/form-data"):
+        async with request.form() as form:  # closes the uploaded files' spool
+            raws = [await item.read() for _, item in form.multi_items() if hasattr(item, "read")]
+            if "top_k" in form:
+                top_k = _int(form["top_k"])
+        if not raws:
+            raise DataError("The multipart request holds no file; send the image as 'file'.")
+        return raws, top_k
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError('The body is not valid JSON; send {"instances": [...]}.') from None
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise DataError('The body must be {"instances": [...]} (or a multipart file upload).')
+    if not body["instances"]:
+        raise DataError("instances is empty: send at least one.")
+    top_k = _int(body.get("top_k", 5))
+    return [served.task.from_json(v) for v in body["instances"]], top_k
+
+
+def _int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"top_k must be an integer, not {value!r}.") from None
+    if not 1 <= number <= 100:
+        raise DataError("top_k must be between 1 and 100.")
+    return number
+
+
+def router(host: ModelHost) -> APIRouter:
+    api = APIRouter(tags=["native"])
+
+    @api.get("/v1/models", summary="Models being served")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [m.describe() for m in host.models.values()]}
+
+    @api.get("/v1/models/{name}", summary="One model's details")
+    async def get_model(name: str) -> dict[str, Any]:
+        return host.get(name).describe()
+
+    @api.post(
+        "/v1/models/{name}:predict",
+        summary="Predict (JSON instances or a file upload)",
+        openapi_extra=PREDICT_BODY,
+    )
+    async def predict(name: str, request: Request) -> dict[str, Any]:
+        served = host.get(name)
+        raws, top_k = await _inputs(request, served)
+        if len(raws) > served.batcher.max_batch_size:
+            raise DataError(
+                f"{len(raws)} instances is over this model's limit of "
+                f"{served.batcher.max_batch_size} per request; split them."
+            )
+        rows = served.check_rows(await run_in_threadpool(_decode_all, served, raws))
+        request.state.model = name
+        outputs = await served.batcher.submit(rows, timeout=host.settings.timeout_s)
+        predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
+        return {
+            "model": name,
+            "version": served.package.manifest.version,
+            "predictions": predictions,
+        }
+
+    return api

@@ -1,0 +1,191 @@
+"""The batcher on its own: pure asyncio with fake engines."""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from sampan.errors import ConfigError
+from sampan.serving.batcher import Batcher, DeadlineExceeded, Overloaded
+
+
+class FakeEngine:
+    """Doubles its input; records batch sizes; optionally slow or failing on a marker value."""
+
+    def __init__(self, delay: float = 0.0, fail_on: float | None = None) -> None:
+        self.batches: list[int] = []
+        self.delay, self.fail_on = delay, fail_on
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.gate.wait(5)
+        self.batches.append(len(batch))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and (batch == self.fail_on).any():
+            raise ValueError("poisoned input")
+        return batch * 2
+
+
+def rows(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32).reshape(-1, 1)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def started(engine, **options) -> Batcher:
+    batcher = Batcher([engine], **options)
+    await batcher.start()
+    return batcher
+
+
+def test_batches_form_by_size_and_results_reach_their_callers():
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()  # hold the engine so that requests pile up
+        batcher = await started(engine, max_batch_size=4, max_wait_ms=50)
+        first = asyncio.create_task(batcher.submit(rows(-1)))
+        await asyncio.sleep(0.02)
+        tasks = [asyncio.create_task(batcher.submit(rows(i))) for i in range(8)]
+        await asyncio.sleep(0.02)
+        engine.gate.set()
+        results = await asyncio.gather(first, *tasks)
+        await batcher.stop()
+        return engine.batches, results
+
+    batches, results = run(main())
+    assert [r.item() for r in results] == [-2.0] + [2.0 * i for i in range(8)]
+    assert batches == [1, 4, 4]
+
+
+def test_batches_form_by_time():
+    async def main():
+        engine = FakeEngine()
+        batcher = await started(engine, max_batch_size=32, max_wait_ms=80, adaptive_wait=False)
+        tasks = []
+        for i in range(3):
+            tasks.append(asyncio.create_task(batcher.submit(rows(i))))
+            await asyncio.sleep(0.01)  # well inside the 80 ms window
+        await asyncio.gather(*tasks)
+        late = await batcher.submit(rows(9))  # alone, after the window closed
+        await batcher.stop()
+        return engine.batches, late
+
+    batches, late = run(main())
+    assert batches == [3, 1] and late.item() == 18.0
+
+
+def test_a_lone_caller_is_not_made_to_wait():
+    async def main():
+        batcher = await started(FakeEngine(), max_batch_size=32, max_wait_ms=200)
+        started_at = time.perf_counter()
+        for _ in range(5):
+            await batcher.submit(rows(1))
+        elapsed = time.perf_counter() - started_at
+        await batcher.stop()
+        return elapsed
+
+    # With a fixed 200 ms delay five sequential calls would take a second.
+    assert run(main()) < 0.5
+
+
+def test_multi_row_requests_keep_their_rows_together():
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=5)
+        blocker = asyncio.create_task(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)
+        a = asyncio.create_task(batcher.submit(rows(1, 2, 3)))
+        b = asyncio.create_task(batcher.submit(rows(4, 5, 6)))
+        await asyncio.sleep(0.02)
+        engine.gate.set()
+        out = await asyncio.gather(blocker, a, b)
+        await batcher.stop()
+        return engine.batches, out
+
+    batches, (_, a, b) = run(main())
+    assert a.ravel().tolist() == [2, 4, 6] and b.ravel().tolist() == [8, 10, 12]
+    assert batches == [1, 3, 3]  # 3 + 3 > 5: the second request waits for the next batch
+
+
+def test_a_failing_input_fails_its_batch_and_nothing_else():
+    async def main():
+        engine = FakeEngine(fail_on=13.0)
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=3)
+        blocker = asyncio.create_task(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)
+        same = [asyncio.create_task(batcher.submit(rows(v))) for v in (1, 13, 2)]
+        other = [asyncio.create_task(batcher.submit(rows(v))) for v in (3, 4)]
+        await asyncio.sleep(0.02)
+        engine.gate.set()
+        results = await asyncio.gather(blocker, *same, *other, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = run(main())
+    assert results[0].item() == 0.0
+    assert all(isinstance(r, ValueError) and "poisoned" in str(r) for r in results[1:4])
+    assert [r.item() for r in results[4:]] == [6.0, 8.0]
+
+
+def test_wrong_row_count_from_the_engine_reaches_every_caller():
+    async def main():
+        batcher = Batcher(
+            [lambda batch: batch[:1]], max_batch_size=4, max_wait_ms=50, adaptive_wait=False
+        )
+        await batcher.start()
+        results = await asyncio.gather(
+            *(batcher.submit(rows(i)) for i in range(3)), return_exceptions=True
+        )
+        await batcher.stop()
+        return results
+
+    assert all(isinstance(r, RuntimeError) and "1 rows for 3" in str(r) for r in run(main()))
+
+
+def test_full_queue_refuses_at_once_and_deadlines_are_kept():
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=1, max_queue=2)
+        running = asyncio.create_task(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)
+        queued = [asyncio.create_task(batcher.submit(rows(i), timeout=0.01)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="queue is full"):
+            await batcher.submit(rows(3))
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        results = await asyncio.gather(running, *queued, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = run(main())
+    assert results[0].item() == 0.0
+    assert all(isinstance(r, DeadlineExceeded) for r in results[1:])
+
+
+def test_instances_share_the_queue():
+    async def main():
+        engines = [FakeEngine(delay=0.05), FakeEngine(delay=0.05)]
+        batcher = Batcher(engines, max_batch_size=1)
+        await batcher.start()
+        await asyncio.gather(*(batcher.submit(rows(i)) for i in range(4)))
+        await batcher.stop()
+        return [len(e.batches) for e in engines]
+
+    assert run(main()) == [2, 2]
+
+
+def test_settings_are_checked_when_built():
+    with pytest.raises(ConfigError, match=r"max_batch_size must be >= 1.*max_queue must be >= 1"):
+        Batcher([FakeEngine()], max_batch_size=0, max_queue=0)
+    with pytest.raises(ConfigError, match="at least one engine"):
+        Batcher([])

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sampan-installed
 DEV_STAMP := $(VENV)/.sampan-dev-installed
 
-.PHONY: run test lint format install dev benchmark clean
+.PHONY: run demo test lint format install dev benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ install: $(STAMP)
 
 dev: $(DEV_STAMP)
 
-## run: train the starter digit classifier, evaluate it and predict held-out images
+## run: the running platform - serve the digits starter model (built on first start) on :8000
 run: $(STAMP)
+	$(BIN)/sampan serve --starter
+
+## demo: train, evaluate and predict with the starter model, then exit
+demo: $(STAMP)
 	$(BIN)/sampan demo
 
 ## lint: ruff (lint + format check) and mypy on the core
@@ -44,6 +48,7 @@ format: $(DEV_STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/train_epoch.py
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -178,3 +178,82 @@ def test_openapi_document_lists_the_protocols(server):
     assert {"/v1/models/{name}:predict", "/v2/models/{name}/infer", "/v2/health/ready"} <= set(
         paths
     )
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_requests(serve_home, digits_holdout, tmp_path):
+    """Requests in flight when SIGTERM arrives are answered; later ones are refused, not lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home, onnx_ref, _ = serve_home
+    port = free_port()
+    env = {**os.environ, "SAMPAN_HOME": str(home)}
+    log_path = tmp_path / "server.log"
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sampan.cli.main",
+            "serve",
+            "--models",
+            onnx_ref,
+            "--port",
+            str(port),
+            "--backend",
+            "onnxruntime",
+            "--log-level",
+            "info",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    images = [b64(p) for p in sorted(digits_holdout.glob("*/*.png"))[:32]]
+    body = {"instances": images}
+    stop = threading.Event()
+    term_sent = threading.Event()
+    outcomes: list[tuple[str, bool]] = []  # (status or error kind, after SIGTERM?)
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                r = httpx.post(f"{url}/v1/models/digits:predict", json=body, timeout=30)
+                outcomes.append((str(r.status_code), term_sent.is_set()))
+            except httpx.ConnectError:  # refused: the server no longer accepts
+                outcomes.append(("refused", True))
+                return
+            except httpx.HTTPError as exc:
+                outcomes.append((type(exc).__name__, term_sent.is_set()))
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    term_sent.set()
+    # uvicorn re-raises the signal after a graceful shutdown, so the status says SIGTERM.
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    log_file.close()
+    log = log_path.read_text()
+    assert "Application shutdown complete" in log, log[-2000:]
+    stop.set()
+    for t in threads:
+        t.join(30)
+    answered = [o for o in outcomes if o[0].isdigit()]
+    assert answered and all(code == "200" for code, _ in answered), outcomes
+    assert any(after for _, after in answered), "no request was in flight at SIGTERM"
+    assert {kind for kind, _ in outcomes if not kind.isdigit()} <= {"refused"}, outcomes

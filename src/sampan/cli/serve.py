@@ -8,6 +8,9 @@ import typer
 def serve(
     models: str = typer.Option(None, help="NAME[@VERSION],... to serve."),
     all_models: bool = typer.Option(False, "--all", help="Serve the latest of every package."),
+    starter: bool = typer.Option(
+        False, "--starter", help="Serve the digits starter model (built on first start)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino."),
@@ -30,7 +33,16 @@ def serve(
     from sampan.store import Store
 
     store = Store()
-    if all_models:
+    example = None
+    if starter:
+        from sampan.progress import console
+        from sampan.starter import STARTER, ensure_starter, starter_data
+
+        package = ensure_starter(store, console)
+        refs = [package.ref, *[m for m in (models or "").split(",") if m.strip()]]
+        image = sorted(starter_data(store)[1].glob("*/*.png"))[0]
+        example = f"curl -F file=@{image} http://{host}:{port}/v1/models/{STARTER}:predict"
+    elif all_models:
         refs = store.names()
     elif models:
         refs = [m.strip() for m in models.split(",") if m.strip()]
@@ -53,6 +65,12 @@ def serve(
     )
     app = build_app(refs, settings, store)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")
+    print(
+        f"Serving {', '.join(refs)} at http://{host}:{port}  (OpenAPI: /docs, metrics: "
+        "/metrics; Ctrl-C or SIGTERM drains and stops)"
+    )
+    if example:
+        print(f"Try it: {example}")
     uvicorn.run(
         app,
         host=host,

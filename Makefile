@@ -47,8 +47,11 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 benchmark: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench,openvino]'
+	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python benchmarks/train_epoch.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import resnet18_onnx
 
-import sampan
 from sampan.compress import compress
-from sampan.data.digits import export_digits
-from sampan.export import export
 from sampan.runtime.engine import available_backends, create_engine
 from sampan.store import Store
 
@@ -47,22 +45,7 @@ def timed(fn, batch: np.ndarray, seconds: float) -> list[float]:
 
 def build_packages(home: Path, size: int) -> tuple[str, str, dict]:
     store = Store(home)
-    data = export_digits(home / "digits")
-    trained = sampan.train(
-        data=str(data),
-        name="r18",
-        arch="resnet18",
-        input_size=size,
-        channels=3,
-        epochs=1,
-        batch_size=32,
-        val_fraction=0.9,
-        patience=0,
-        device="cpu",
-        quiet=True,
-        store=store,
-    )
-    fp32 = export(trained.package.ref, "onnx", store=store, samples=64)
+    fp32, _ = resnet18_onnx(home, size, val_fraction=0.9)
     int8 = compress(fp32.ref, store=store, samples=64, force=True)
     return fp32.ref, int8.ref, int8.manifest.exports["onnx"]
 

@@ -4,6 +4,7 @@ so a new user has a working model to call within a minute."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -21,19 +22,18 @@ def starter_data(store: Store) -> tuple[Path, Path]:
     return root, root.parent / f"{root.name}-holdout"
 
 
-def build_starter(
-    store: Store, console: Console, epochs: int = 15, device: str = "auto"
-) -> Package:
-    """Train, evaluate and export the starter model; return its ONNX package."""
+def train_starter(
+    store: Store, console: Console, epochs: int = 15, device: str = "auto", name: str = STARTER
+) -> tuple[Any, Any, Path]:
+    """Train the starter model and evaluate it on held-out digits: (result, report, holdout)."""
     from sampan.data.digits import LICENSE
-    from sampan.export import export
     from sampan.training.api import evaluate, train
 
     root, holdout = starter_data(store)
-    console.print(f"[bold]Building the starter model[/] on {root} ({LICENSE})")
+    console.print(f"[bold]Training the starter model[/] (small_cnn) on {root} ({LICENSE})")
     result = train(
         data=str(root),
-        name=STARTER,
+        name=name,
         arch="small_cnn",
         input_size=32,
         epochs=epochs,
@@ -47,6 +47,16 @@ def build_starter(
         f"{report.metrics['accuracy']:.4f} ({report.num_samples} images never seen)"
     )
     console.print(f"Package {result.package.ref} is at {result.package.path}")
+    return result, report, holdout
+
+
+def build_starter(
+    store: Store, console: Console, epochs: int = 15, device: str = "auto"
+) -> Package:
+    """Train, evaluate and export the starter model; return its ONNX package."""
+    from sampan.export import export
+
+    result, _, _ = train_starter(store, console, epochs, device)
     exported = export(result.package.ref, "onnx", store=store)
     console.print(f"Exported to ONNX: {exported.ref} at {exported.path}")
     return exported

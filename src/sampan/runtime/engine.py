@@ -7,11 +7,12 @@ Input checks live here, once, so every backend refuses bad batches the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sampan.errors import DataError, NotFoundError
+from sampan.errors import DataError, NotFoundError, PackageError
 from sampan.package import Package
 from sampan.registry import Registry
 from sampan.tasks.base import get_task
@@ -65,6 +66,17 @@ class Backend(ABC):
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+
+def require_onnx(package: Package) -> Path:
+    """The package's ONNX file, or a PackageError naming the command that makes one."""
+    path = package.export_path("onnx")
+    if path is None:
+        raise PackageError(
+            f"{package.ref} has no ONNX export; make one with "
+            f"`sampan export {package.ref} --format onnx`."
+        )
+    return path
 
 
 def _load_backends() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from sampan.errors import DataError, PackageError
 from sampan.package import Package
-from sampan.runtime.engine import BACKENDS, Backend
+from sampan.runtime.engine import BACKENDS, Backend, require_onnx
 
 # Best first; 'auto' takes every one that is installed, the CPU last.
 PREFERENCE = (
@@ -64,12 +64,7 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(package, device)
         import onnxruntime as ort
 
-        path = package.export_path("onnx")
-        if path is None:
-            raise PackageError(
-                f"{package.ref} has no ONNX export; make one with "
-                f"`sampan export {package.ref} --format onnx`."
-            )
+        path = require_onnx(package)
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

@@ -11,7 +11,7 @@ import numpy as np
 
 from sampan.errors import DataError, PackageError
 from sampan.package import Package
-from sampan.runtime.engine import BACKENDS, Backend
+from sampan.runtime.engine import BACKENDS, Backend, require_onnx
 
 # sampan device kind -> OpenVINO device name
 DEVICE_NAMES = {"cpu": "CPU", "xpu": "GPU", "npu": "NPU"}
@@ -50,12 +50,7 @@ class OpenVINOBackend(Backend):
         super().__init__(package, device)
         import openvino as ov
 
-        path = package.export_path("onnx")
-        if path is None:
-            raise PackageError(
-                f"{package.ref} has no ONNX export; make one with "
-                f"`sampan export {package.ref} --format onnx`."
-            )
+        path = require_onnx(package)
         core = ov.Core()
         self._device = choose_device(device, core.available_devices)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the annotations here
 
 HERE = Path(__file__).resolve()
 SIZE = 64
@@ -42,7 +43,6 @@ def _model(package_dir: str):
 def serve_fastapi(package_dir: str, port: int) -> None:
     """The baseline a user writes first: one request, one engine call."""
     import uvicorn
-    from fastapi import FastAPI, Request
 
     model = _model(package_dir)
     app = FastAPI()
@@ -57,13 +57,18 @@ def serve_fastapi(package_dir: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def serve_litserve(package_dir: str, port: int) -> None:
-    """LitServe with its batching (max 32, 5 ms), over the same engine."""
-    import litserve as ls
+try:  # the LitServe baseline (pip install litserve); its API class must be importable by
+    import litserve as ls  # name, because LitServe pickles it into its worker process
 
-    class API(ls.LitAPI):
+    class EngineAPI(ls.LitAPI):
+        """LitServe's lifecycle over the same engine and task functions as the others."""
+
+        def __init__(self, package_dir: str, **options) -> None:
+            super().__init__(**options)
+            self.package_dir = package_dir
+
         def setup(self, device):
-            self.model = _model(package_dir)
+            self.model = _model(self.package_dir)
 
         def decode_request(self, request):
             raw = base64.b64decode(request["instances"][0])
@@ -79,11 +84,19 @@ def serve_litserve(package_dir: str, port: int) -> None:
             return list(output)
 
         def encode_response(self, output):
-            return {"predictions": self.model.task.postprocess(output[None], self.model.labels, 5)}
+            labels = self.model.labels
+            return {"predictions": self.model.task.postprocess(output[None], labels, 5)}
 
-    server = ls.LitServer(
-        API(max_batch_size=32, batch_timeout=0.005), accelerator="cpu", workers_per_device=1
-    )
+except ImportError:
+    ls = None
+
+
+def serve_litserve(package_dir: str, port: int) -> None:
+    """LitServe with its batching (max 32, 5 ms), over the same engine."""
+    if ls is None:
+        raise SystemExit("pip install litserve (or make benchmark) for the LitServe baseline")
+    api = EngineAPI(package_dir, max_batch_size=32, batch_timeout=0.005)
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
     server.run(port=port, host="127.0.0.1", log_level="warning", generate_client_file=False)
 
 
@@ -178,6 +191,7 @@ def main() -> None:
     parser.add_argument("--serve", choices=("fastapi", "litserve"))
     parser.add_argument("--port", type=int)
     parser.add_argument("--package")
+    parser.add_argument("--only", help="Measure only the servers whose name contains this.")
     args = parser.parse_args()
     if args.serve:
         {"fastapi": serve_fastapi, "litserve": serve_litserve}[args.serve](args.package, args.port)
@@ -210,6 +224,8 @@ def main() -> None:
             ),
         }
         results: dict[str, dict[int, dict[str, float]]] = {}
+        if args.only:
+            servers = {k: v for k, v in servers.items() if args.only in k}
         for port, (name, (command, path)) in enumerate(servers.items(), start=18701):
             flags = (
                 ["--port", str(port)]
@@ -247,6 +263,8 @@ def main() -> None:
                 f"{name:>20} {conc:>5} {r['rps']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                 f"{r['non_2xx']:>8} {r['rps'] / limit['batch32_per_s']:8.2f}"
             )
+    if "sampan serve" not in results or len(results) < 3:
+        return
     ours = results["sampan serve"]
     print(
         f"sampan at concurrency 32: {ours[32]['rps'] / limit['batch32_per_s']:.2f}x the "

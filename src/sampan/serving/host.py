@@ -30,6 +30,7 @@ class ServeSettings:
     max_queue: int = 256
     timeout_s: float = 30.0  # how long a request may wait for its answer
     max_body_bytes: int = 16 * 2**20
+    spin: bool = False  # let onnxruntime's threads busy-wait between runs (off: cores for I/O)
 
 
 @dataclass

@@ -59,6 +59,7 @@ class OnnxRuntimeBackend(Backend):
         package: Package,
         device: str | None = None,
         threads: int | None = None,
+        spin: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(package, device)
@@ -70,6 +71,10 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             session_options.intra_op_num_threads = threads
         session_options.log_severity_level = 3  # provider fallbacks are reported by us, once
+        if not spin:
+            # Worker threads that busy-wait after each run take the cores from a server's
+            # event loop and decoding threads; a server turns spinning off.
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(path), session_options, providers=providers)

@@ -182,7 +182,8 @@ def test_openapi_document_lists_the_protocols(server):
 
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(serve_home, digits_holdout, tmp_path):
-    """Requests in flight when SIGTERM arrives are answered; later ones are refused, not lost."""
+    """Requests in flight when SIGTERM arrives are answered; later ones get 503 or are refused;
+    none goes unanswered on an accepted connection."""
     import os
     import signal
     import subprocess
@@ -232,6 +233,8 @@ def test_sigterm_drains_in_flight_requests(serve_home, digits_holdout, tmp_path)
             try:
                 r = httpx.post(f"{url}/v1/models/digits:predict", json=body, timeout=30)
                 outcomes.append((str(r.status_code), term_sent.is_set()))
+                if r.status_code == 503:  # a well-behaved client honours Retry-After
+                    time.sleep(float(r.headers["retry-after"]))
             except httpx.ConnectError:  # refused: the server no longer accepts
                 outcomes.append(("refused", True))
                 return
@@ -254,6 +257,10 @@ def test_sigterm_drains_in_flight_requests(serve_home, digits_holdout, tmp_path)
     for t in threads:
         t.join(30)
     answered = [o for o in outcomes if o[0].isdigit()]
-    assert answered and all(code == "200" for code, _ in answered), outcomes
-    assert any(after for _, after in answered), "no request was in flight at SIGTERM"
+    # Before SIGTERM: 200. After: 200 (in flight, drained) or 503 (draining, told to retry).
+    assert all(code == "200" for code, after in answered if not after), outcomes
+    assert all(code in ("200", "503") for code, after in answered if after), outcomes
+    # Clients kept sending until told to stop, so answers came after SIGTERM: the server
+    # answered during its drain instead of dropping connections.
+    assert any(after for _, after in answered), "nothing was answered after SIGTERM"
     assert {kind for kind, _ in outcomes if not kind.isdigit()} <= {"refused"}, outcomes

@@ -119,6 +119,11 @@ class Batcher:
             self._pool.shutdown(wait=True)
 
     @property
+    def busy(self) -> int:
+        """Batches running now."""
+        return self._busy
+
+    @property
     def depth(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 

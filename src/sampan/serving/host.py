@@ -12,7 +12,7 @@ import numpy as np
 from sampan.errors import ConfigError, DataError, NotFoundError
 from sampan.package import Package
 from sampan.runtime.engine import Backend, create_engine
-from sampan.serving.batcher import Batcher, BatchStats
+from sampan.serving.batcher import Batcher, BatchStats, Overloaded
 from sampan.serving.metrics import Metrics
 from sampan.store import Store
 from sampan.tasks.base import Task, get_task
@@ -100,6 +100,8 @@ class ModelHost:
 
     def get(self, name: str) -> ServedModel:
         check_model_name(name)
+        if self.draining:
+            raise Overloaded("The server is shutting down; retry on another replica.")
         try:
             return self.models[name]
         except KeyError:
@@ -154,6 +156,10 @@ class ModelHost:
             self.models.pop(name, None)
         await served.batcher.drain(self.settings.timeout_s)
         await served.batcher.stop()
+
+    @property
+    def idle(self) -> bool:
+        return all(m.batcher.depth == 0 and m.batcher.busy == 0 for m in self.models.values())
 
     async def shutdown(self) -> None:
         self.draining = True

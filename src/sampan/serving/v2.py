@@ -179,8 +179,10 @@ def router(host: ModelHost) -> APIRouter:
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness")
     async def model_ready(name: str) -> JSONResponse:
+        if host.draining:
+            return JSONResponse({"name": name, "ready": False}, status_code=503)
         host.get(name)  # 404 for a model that is not loaded: not a server fault
-        ok = not host.draining
+        ok = True
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
     @api.post(

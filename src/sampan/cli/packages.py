@@ -31,7 +31,7 @@ def list_packages() -> None:
         return
     table = Table(title=f"Packages in {store.root}")
     for col in ("package", "task", "architecture", "labels", "accuracy", "parent", "created"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("package", "accuracy"), overflow="fold")
     for m in manifests:
         acc = m.metrics.get("accuracy")
         table.add_row(
@@ -41,7 +41,7 @@ def list_packages() -> None:
             str(len(m.labels)),
             f"{acc:.4f}" if isinstance(acc, float) else "-",
             m.lineage.get("parent") or "-",
-            m.created_at,
+            m.created_at[:16].replace("T", " "),
         )
     console.print(table)
 

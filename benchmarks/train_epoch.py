@@ -6,6 +6,10 @@ the first epoch of every run is a warm-up and not counted. Prints the median epo
 the ratio sampan / hand-written (1.00 = equal, lower is faster).
 
     python benchmarks/train_epoch.py [--arch small_cnn] [--rounds 3] [--epochs 4]
+    python benchmarks/train_epoch.py --device cuda --arch resnet18 --size 224   # on a GPU
+
+On CUDA both sides train under the same autocast (bf16 where the GPU has it, else fp16 with a
+gradient scaler), as sampan's amp='auto' does; --amp off turns it off for both.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ def hand_loop(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> list[fl
         optimizer, lambda s: warmup_cosine(s, steps * args.epochs, steps, 0.01)
     )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    device = torch.device(args.device)
+    model = model.to(device)
+    half = amp_dtype(device, args.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=half == torch.float16)
     times = []
     for _ in range(args.epochs):
         model.train()
@@ -64,17 +72,32 @@ def hand_loop(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> list[fl
         perm = torch.randperm(len(train_y))
         for i in range(0, len(perm), args.batch_size):
             index = perm[i : i + args.batch_size]
-            loss = loss_fn(model(train_x[index]), train_y[index])
+            inputs = train_x[index].to(device, non_blocking=True)
+            targets = train_y[index].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=half, enabled=half is not None):
+                loss = loss_fn(model(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
         model.eval()  # a validation pass, as sampan does (not timed in either)
         with torch.inference_mode():
-            model(torch.from_numpy(x[order[:n_val]].copy()))
+            for start in range(0, n_val, 256):
+                model(torch.from_numpy(x[order[start : min(start + 256, n_val)]]).to(device))
     return times
+
+
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """What sampan's amp='auto' picks: bf16 on a CUDA GPU that has it, else fp16; none on CPU."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def sampan_loop(root: Path, home: Path, args: argparse.Namespace) -> list[float]:
@@ -86,7 +109,8 @@ def sampan_loop(root: Path, home: Path, args: argparse.Namespace) -> list[float]
         epochs=args.epochs,
         batch_size=args.batch_size,
         patience=0,
-        device="cpu",
+        device=args.device,
+        amp=args.amp,
         quiet=True,
         store=Store(home),
     )
@@ -100,6 +124,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", default="auto", choices=["auto", "off"])
     args = parser.parse_args()
     os.environ["SAMPAN_QUIET"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +142,9 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
+    if args.device.startswith("cuda"):
+        half = amp_dtype(torch.device(args.device), args.amp)
+        print(f"device: {torch.cuda.get_device_name()}, autocast {half or 'off'}")
     print(
         f"model {args.arch} @ {args.size}px, batch {args.batch_size}, 1,437 train images, "
         f"median of {len(ours)} epochs each"

@@ -58,3 +58,33 @@ def test_a_registered_plugin_device_runs_a_package(trained, digits_holdout):
         assert str(resolve_device("auto")) == "cpu"  # the fake outranks the CPU, maps to it
     finally:
         DEVICES.remove("fakenpu")
+
+
+GPU_LISTING = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("loadable", [True, False])
+def test_onnxruntime_providers_follow_the_hardware(monkeypatch, loadable):
+    from sampan.runtime.backends import onnxruntime_backend as ortb
+
+    monkeypatch.setattr(ortb, "tensorrt_loadable", lambda: loadable)
+    # onnxruntime-gpu lists TensorRT even where its libraries are missing: it is used only
+    # when they load, and CUDA then comes first.
+    expected = GPU_LISTING if loadable else GPU_LISTING[1:]
+    assert ortb.choose_providers("auto", GPU_LISTING) == expected
+    assert ortb.choose_providers("cuda", GPU_LISTING) == expected
+    assert ortb.choose_providers("cpu", GPU_LISTING) == ["CPUExecutionProvider"]
+    # A GPU index reaches the provider; the CPU takes no options.
+    assert ortb.provider_entries(expected, "cuda:1")[-2:] == [
+        ("CUDAExecutionProvider", {"device_id": 1}),
+        "CPUExecutionProvider",
+    ]
+    assert ortb.provider_entries(expected, "auto") == expected
+
+
+def test_missing_onnxruntime_provider_falls_back_to_cpu_with_a_warning(monkeypatch):
+    from sampan.runtime.backends import onnxruntime_backend as ortb
+
+    monkeypatch.setattr(ortb, "tensorrt_loadable", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"no provider for 'cuda'.*falling back to the CPU"):
+        assert ortb.choose_providers("cuda", GPU_LISTING[::2]) == ["CPUExecutionProvider"]

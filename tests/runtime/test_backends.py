@@ -26,6 +26,18 @@ def test_every_backend_gives_the_same_top1(backend, exported, digits_holdout):
     assert np.abs(outputs - reference).max() < FP32_ATOL
 
 
+def test_torch_amp_runs_in_half_precision_and_keeps_top1(exported, digits_holdout):
+    home, onnx_ref, _ = exported
+    files = sorted(digits_holdout.glob("*/*.png"))
+    fp32 = sampan.load(onnx_ref, backend="torch", device="cpu", store=Store(home))
+    amp = sampan.load(onnx_ref, backend="torch", device="cpu", amp=True, store=Store(home))
+    reference, half = fp32.outputs(files), amp.outputs(files)
+    assert half.dtype == np.float32  # logits come back in fp32 whatever ran inside
+    assert np.mean(half.argmax(1) == reference.argmax(1)) >= 0.95
+    # bf16 autocast really ran: the logits differ from fp32 beyond fp32 rounding.
+    assert np.abs(half - reference).max() > FP32_ATOL
+
+
 def test_int8_agrees_with_fp32_on_top1(exported, digits_holdout):
     home, onnx_ref, int8_ref = exported
     files = sorted(digits_holdout.glob("*/*.png"))

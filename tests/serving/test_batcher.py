@@ -189,3 +189,23 @@ def test_settings_are_checked_when_built():
         Batcher([FakeEngine()], max_batch_size=0, max_queue=0)
     with pytest.raises(ConfigError, match="at least one engine"):
         Batcher([])
+
+
+def test_a_closed_batcher_finishes_what_it_holds_and_refuses_the_rest():
+    from sampan.serving.batcher import Retired
+
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=4, max_wait_ms=0)
+        held = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        batcher.close()
+        with pytest.raises(Retired):
+            await batcher.submit(rows(9.0))
+        engine.gate.set()
+        await batcher.drain(5)
+        await batcher.stop()
+        return [float(r[0, 0]) for r in await asyncio.gather(*held)]
+
+    assert run(main()) == [0.0, 2.0, 4.0]

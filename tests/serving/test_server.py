@@ -272,3 +272,53 @@ def test_sigterm_stops_the_server_process_gracefully(serve_home, tmp_path):
         # uvicorn re-raises the signal after a graceful shutdown, so the status says SIGTERM.
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in log_path.read_text()
+
+
+def test_admin_endpoints_load_replace_and_unload_models(serve_home, digits_holdout):
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, int8_ref = serve_home
+    settings = ServeSettings(backend="onnxruntime", admin_token="s3cret")
+    app = build_app([onnx_ref], settings, Store(home))
+    auth = {"Authorization": "Bearer s3cret"}
+    body = {"instances": [b64(sorted(digits_holdout.glob("*/*.png"))[0])]}
+    with RunningServer(app, free_port()) as running:
+        admin, predict = f"{running.url}/v1/admin/models", f"{running.url}/v1/models/digits:predict"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = httpx.post(admin, json={"model": int8_ref}, headers=headers)
+            assert r.status_code == 401 and "Bearer" in r.json()["error"], r.text
+        assert httpx.post(admin, json={"model": "nope"}, headers=auth).status_code == 404
+        assert httpx.post(admin, json={"model": "../x"}, headers=auth).status_code == 400
+        assert httpx.post(admin, json={"model": "digits@v2"}, headers=auth).status_code == 400
+        assert httpx.post(admin, content=b"{", headers=auth).status_code == 400
+
+        # Replace the served version while clients keep calling: none of them sees an error.
+        def call_many(_: int) -> list[int]:
+            return [httpx.post(predict, json=body, timeout=30).status_code for _ in range(8)]
+
+        with ThreadPoolExecutor(3) as pool:
+            pending = [pool.submit(call_many, i) for i in range(3)]
+            r = httpx.post(admin, json={"model": int8_ref}, headers=auth, timeout=60)
+            codes = [code for f in pending for code in f.result(timeout=120)]
+        assert r.status_code == 200, r.text
+        assert r.json()["loaded"]["version"] == int(int8_ref.split("@")[1])
+        assert codes == [200] * 24
+        answer = httpx.post(predict, json=body).json()
+        assert answer["version"] == int(int8_ref.split("@")[1])
+
+        r = httpx.delete(f"{admin}/digits", headers=auth, timeout=60)
+        assert r.status_code == 200 and r.json() == {"unloaded": "digits"}
+        assert httpx.post(predict, json=body).status_code == 404
+        assert httpx.get(f"{running.url}/v2/models/digits/ready").status_code == 404
+        assert httpx.delete(f"{admin}/digits", headers=auth).status_code == 404
+
+
+def test_admin_endpoints_are_off_without_a_token(server):
+    r = httpx.post(
+        f"{server.url}/v1/admin/models",
+        json={"model": "digits"},
+        headers={"Authorization": "Bearer anything"},
+    )
+    assert r.status_code == 403 and "--admin-token" in r.json()["error"]

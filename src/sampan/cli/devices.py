@@ -24,7 +24,13 @@ def devices() -> None:
     try:
         import onnxruntime
 
-        providers = ", ".join(p for p in onnxruntime.get_available_providers())
+        from sampan.runtime.backends.onnxruntime_backend import usable_providers
+
+        listed = onnxruntime.get_available_providers()
+        usable = usable_providers(listed)
+        providers = ", ".join(
+            p if p in usable else f"{p} (its libraries are missing: not used)" for p in listed
+        )
         console.print(f"onnxruntime {onnxruntime.__version__} providers: {providers}")
     except ImportError:
         console.print("onnxruntime: not installed")

@@ -21,6 +21,13 @@ def serve(
     max_queue: int = typer.Option(256, help="Requests that may wait; more get 503."),
     timeout: float = typer.Option(30.0, help="Seconds a request may wait before 504."),
     log_level: str = typer.Option("info", help="debug, info, warning."),
+    admin_token: str = typer.Option(
+        None,
+        envvar="SAMPAN_ADMIN_TOKEN",
+        help="Turn on /v1/admin/models (load and unload at run time) for callers that send "
+        "this token as a Bearer token.",
+        show_default=False,
+    ),
 ) -> None:
     """Serve models with dynamic batching, metrics at /metrics and OpenAPI at /openapi.json."""
     import logging
@@ -62,6 +69,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
         timeout_s=timeout,
+        admin_token=admin_token or None,
     )
     app = build_app(refs, settings, store)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")

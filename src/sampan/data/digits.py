@@ -43,7 +43,10 @@ def export_digits(target: Path, holdout: int = 0) -> Path:
             Image.fromarray(images[index]).save(folder / f"{index:04d}.png")
     (tmp / "LICENSE.txt").write_text(LICENSE + "\n", encoding="utf-8")
     (tmp / ".complete").write_text("", encoding="utf-8")
-    for final, staged in ((held, tmp_held), (target, tmp)):
+    staged_pairs = [(held, tmp_held)] if holdout > 0 else []
+    if holdout == 0:
+        shutil.rmtree(tmp_held)
+    for final, staged in (*staged_pairs, (target, tmp)):
         if final.exists():
             shutil.rmtree(final)
         os.rename(staged, final)

@@ -11,8 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
-from sampan.errors import ConfigError, DataError, NotFoundError, SampanError
-from sampan.serving import rest, v2
+from sampan.errors import ConfigError, DataError, NotFoundError, PackageError, SampanError
+from sampan.serving import admin, rest, v2
+from sampan.serving.admin import AdminDisabled, Unauthorized
 from sampan.serving.batcher import DeadlineExceeded, Overloaded
 from sampan.serving.host import ModelHost, ServeSettings
 from sampan.serving.metrics import Metrics
@@ -26,13 +27,16 @@ STATUS = (
     (NotFoundError, 404),
     (DataError, 400),
     (ConfigError, 400),
+    (Unauthorized, 401),
+    (AdminDisabled, 403),
+    (PackageError, 422),  # a package in the store that fails verification or cannot load
 )
+HEADERS = {503: {"Retry-After": "1"}, 401: {"WWW-Authenticate": "Bearer"}}
 
 
 def _error_response(exc: SampanError) -> JSONResponse:
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=HEADERS.get(status))
 
 
 def build_app(
@@ -73,6 +77,7 @@ def build_app(
 
     app.include_router(rest.router(host))
     app.include_router(v2.router(host))
+    app.include_router(admin.router(host))
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -32,6 +32,10 @@ class Overloaded(SampanError):
     """The queue is full: retry later."""
 
 
+class Retired(Overloaded):
+    """The batcher was closed (its model replaced, unloaded or shutting down)."""
+
+
 class DeadlineExceeded(SampanError):
     """The request waited in the queue past its deadline."""
 
@@ -89,6 +93,7 @@ class Batcher:
         self._workers: list[asyncio.Task[None]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
+        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -99,6 +104,10 @@ class Batcher:
         )
         self._workers = [asyncio.create_task(self._work(fn)) for fn in self.engines]
 
+    def close(self) -> None:
+        """Take no new requests (submit raises Retired); what is queued still runs."""
+        self._closed = True
+
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until everything queued or running has finished (for graceful shutdown)."""
         deadline = time.monotonic() + timeout
@@ -106,6 +115,7 @@ class Batcher:
             await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
+        self._closed = True
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -133,6 +143,8 @@ class Batcher:
         """Queue rows (k, ...) and wait for their k output rows."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
+        if self._closed:
+            raise Retired("This model version is no longer taking requests.")
         if len(rows) > self.max_batch_size:
             raise ConfigError(
                 f"A request of {len(rows)} rows is over max_batch_size "

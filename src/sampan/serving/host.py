@@ -12,7 +12,7 @@ import numpy as np
 from sampan.errors import ConfigError, DataError, NotFoundError
 from sampan.package import Package
 from sampan.runtime.engine import Backend, create_engine
-from sampan.serving.batcher import Batcher, BatchStats, Overloaded
+from sampan.serving.batcher import Batcher, BatchStats, Overloaded, Retired
 from sampan.serving.metrics import Metrics
 from sampan.store import Store
 from sampan.tasks.base import Task, get_task
@@ -31,6 +31,7 @@ class ServeSettings:
     timeout_s: float = 30.0  # how long a request may wait for its answer
     max_body_bytes: int = 16 * 2**20
     spin: bool = False  # let onnxruntime's threads busy-wait between runs (off: cores for I/O)
+    admin_token: str | None = field(default=None, repr=False)  # None: admin endpoints are off
 
 
 @dataclass
@@ -140,22 +141,46 @@ class ModelHost:
 
     async def load(self, ref: str) -> ServedModel:
         """Load (or replace) a model; the old version drains before it stops."""
+        if self.draining:
+            raise Overloaded("The server is shutting down; load the model on another replica.")
         served = await asyncio.to_thread(self._build, ref)
         await served.batcher.start()
         async with self._lock:
             old = self.models.get(served.name)
             self.models[served.name] = served
         if old is not None:
-            await old.batcher.drain(self.settings.timeout_s)
-            await old.batcher.stop()
+            await self._retire(old)
         return served
 
     async def unload(self, name: str) -> None:
         served = self.get(name)
         async with self._lock:
             self.models.pop(name, None)
+        await self._retire(served)
+
+    async def _retire(self, served: ServedModel) -> None:
+        """Close a batcher to new requests, let what it holds finish, then stop it."""
+        served.batcher.close()
         await served.batcher.drain(self.settings.timeout_s)
         await served.batcher.stop()
+
+    async def submit(self, served: ServedModel, rows: np.ndarray) -> tuple[ServedModel, Any]:
+        """Run rows through served's batcher; (the model that answered, its outputs).
+
+        A request that found a model just before it was replaced goes to the new version,
+        so replacing a model at run time fails no caller."""
+        while True:
+            try:
+                return served, await served.batcher.submit(rows, timeout=self.settings.timeout_s)
+            except Retired:
+                current = self.models.get(served.name)
+                if self.draining or current is served:
+                    raise Overloaded(
+                        "The server is shutting down; retry on another replica."
+                    ) from None
+                if current is None:
+                    raise NotFoundError(f"Model {served.name!r} was unloaded.") from None
+                served, rows = current, current.check_rows(rows)
 
     @property
     def idle(self) -> bool:
@@ -164,5 +189,4 @@ class ModelHost:
     async def shutdown(self) -> None:
         self.draining = True
         for served in list(self.models.values()):
-            await served.batcher.drain(self.settings.timeout_s)
-            await served.batcher.stop()
+            await self._retire(served)

@@ -102,7 +102,7 @@ def router(host: ModelHost) -> APIRouter:
             )
         rows = served.check_rows(await run_in_threadpool(_decode_all, served, raws))
         request.state.model = name
-        outputs = await served.batcher.submit(rows, timeout=host.settings.timeout_s)
+        served, outputs = await host.submit(served, rows)
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
         return {
             "model": name,

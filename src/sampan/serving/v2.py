@@ -200,7 +200,7 @@ def router(host: ModelHost) -> APIRouter:
                 f"{served.batcher.max_batch_size}; split it."
             )
         request.state.model = name
-        outputs = await served.batcher.submit(rows, timeout=host.settings.timeout_s)
+        served, outputs = await host.submit(served, rows)
         result: dict[str, Any] = {
             "model_name": name,
             "model_version": str(served.package.manifest.version),

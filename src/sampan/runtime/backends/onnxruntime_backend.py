@@ -5,7 +5,11 @@ Never imports torch: serving an ONNX package stays light.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import io
+import platform
 import warnings
 from typing import Any
 
@@ -30,6 +34,7 @@ PREFERENCE = (
 
 def choose_providers(device: str | None, available: list[str]) -> list[str]:
     """Providers for a device request ('auto', 'cpu', 'cuda:0', ...), CPU always last."""
+    available = usable_providers(available)
     device = (device or "auto").lower()
     if device == "auto":
         return [p for p in PREFERENCE if p in available]
@@ -47,6 +52,64 @@ def choose_providers(device: str | None, available: list[str]) -> list[str]:
             stacklevel=3,
         )
     return [*present, "CPUExecutionProvider"]
+
+
+def usable_providers(available: list[str]) -> list[str]:
+    """available without the TensorRT provider when TensorRT's own libraries are missing:
+    onnxruntime-gpu lists it whether or not TensorRT is installed, and asking for it then
+    prints an 'EP Error' page and retries every session on the next provider."""
+    if "TensorrtExecutionProvider" in available and not tensorrt_loadable():
+        return [p for p in available if p != "TensorrtExecutionProvider"]
+    return list(available)
+
+
+def tensorrt_loadable() -> bool:
+    if platform.system() != "Linux":
+        return True  # onnxruntime reports a missing library itself; we warn after
+    with contextlib.suppress(Exception):
+        import tensorrt  # noqa: F401  (pip's tensorrt wheels load libnvinfer on import)
+
+        return True
+    for name in ("libnvinfer.so.10", "libnvinfer.so"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(name)
+            return True
+    return False
+
+
+def provider_entries(providers: list[str], device: str | None) -> list[Any]:
+    """Providers as onnxruntime takes them, GPU ones pinned to the requested index."""
+    from sampan.devices import parse_device
+
+    index = None
+    if device and device.lower() != "auto":
+        _, index = parse_device(device.lower())
+    if index is None:
+        return list(providers)
+    return [(p, {"device_id": index}) if p in GPU_PROVIDERS else p for p in providers]
+
+
+GPU_PROVIDERS = frozenset(
+    {
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "MIGraphXExecutionProvider",
+        "ROCMExecutionProvider",
+    }
+)
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries that pip's nvidia-* wheels hold (the ones torch uses)
+    before a CUDA session starts. onnxruntime-gpu does not find them on its own unless torch
+    was imported first, and this backend never imports torch."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    # It reports what it cannot find with print(); a provider that then fails to start is
+    # reported by us, once, in the warning below.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(OSError):
+        preload()
 
 
 @BACKENDS.register("onnxruntime")
@@ -76,8 +139,12 @@ class OnnxRuntimeBackend(Backend):
             # event loop and decoding threads; a server turns spinning off.
             session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(device, ort.get_available_providers())
+        if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers):
+            preload_cuda_libraries(ort)
         try:
-            self.session = ort.InferenceSession(str(path), session_options, providers=providers)
+            self.session = ort.InferenceSession(
+                str(path), session_options, providers=provider_entries(providers, device)
+            )
         except Exception as exc:  # onnxruntime raises its own types for a bad model file
             raise PackageError(
                 f"{path} is not a loadable ONNX model ({exc}); re-export it with "

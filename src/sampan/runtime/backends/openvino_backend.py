@@ -45,6 +45,7 @@ class OpenVINOBackend(Backend):
         package: Package,
         device: str | None = None,
         threads: int | None = None,
+        precision: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(package, device)
@@ -54,6 +55,15 @@ class OpenVINOBackend(Backend):
         core = ov.Core()
         self._device = choose_device(device, core.available_devices)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        # OpenVINO quietly runs fp32 models in bf16 on CPUs that have AVX-512 BF16 or AMX
+        # (logits then differ from fp32 by ~1e-2). An fp32 or INT8 package keeps fp32 math
+        # unless the caller asks for precision='bf16' or 'f16'; an fp16 package is left to
+        # the device's own choice.
+        exported = package.manifest.exports.get("onnx", {}).get("precision")
+        if precision is None and exported != "fp16":
+            precision = "f32"
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
         if threads and self._device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
         try:

@@ -1,6 +1,7 @@
 """The torch backend: the package's architecture rebuilt and its safetensors weights loaded.
 
-Eager by default; compile=True runs it through torch.compile.
+Eager by default; compile=True runs it through torch.compile, and amp=True runs it under
+autocast (bf16 where the device has it, else fp16 on CUDA) with fp32 logits out.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ class TorchBackend(Backend):
     needs = "weights.safetensors"
 
     def __init__(
-        self, package: Package, device: str | None = None, compile: bool = False, **options: Any
+        self,
+        package: Package,
+        device: str | None = None,
+        compile: bool = False,
+        amp: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__(package, device)
         import torch
@@ -55,6 +61,7 @@ class TorchBackend(Backend):
         self._torch = torch
         self._device = resolve_device(device)
         self.network = build_from_package(package).to(self._device)
+        self._amp_dtype = amp_dtype(torch, self._device) if amp else None
         if compile:
             self.network = torch.compile(self.network)
 
@@ -70,4 +77,14 @@ class TorchBackend(Backend):
         torch = self._torch
         with torch.inference_mode():
             inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
-            return self.network(inputs).float().cpu().numpy()
+            if self._amp_dtype is None:
+                return self.network(inputs).float().cpu().numpy()
+            with torch.autocast(self._device.type, dtype=self._amp_dtype):
+                return self.network(inputs).float().cpu().numpy()
+
+
+def amp_dtype(torch: Any, device: Any) -> Any:
+    """The half type autocast uses on this device: bf16 where supported, else fp16 on CUDA."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16

@@ -1,0 +1,96 @@
+"""Admin endpoints: load, replace and unload models while the server runs.
+
+Off unless the server was given an admin token (`sampan serve --admin-token`, or the
+SAMPAN_ADMIN_TOKEN variable); every call then carries it as `Authorization: Bearer <token>`.
+The open API's per-application keys (apps, quotas) are a separate floor; this is the operator's
+switch for one server.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from sampan.errors import SampanError
+from sampan.serving.host import ModelHost, check_model_name
+
+
+class AdminDisabled(SampanError):
+    """The server was started without an admin token."""
+
+
+class Unauthorized(SampanError):
+    """The request's admin token is missing or wrong."""
+
+
+LOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {
+                        "model": {"type": "string", "description": "NAME or NAME@VERSION"}
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _authorize(host: ModelHost, request: Request) -> None:
+    token = host.settings.admin_token
+    if not token:
+        raise AdminDisabled(
+            "Admin endpoints are off; start the server with --admin-token (or "
+            "SAMPAN_ADMIN_TOKEN) to load and unload models at run time."
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized("Send the admin token as 'Authorization: Bearer <token>'.")
+
+
+async def _ref(request: Request) -> str:
+    import json
+
+    from sampan.errors import DataError
+
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError('The body is not valid JSON; send {"model": "NAME[@VERSION]"}.') from None
+    ref = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(ref, str) or not ref:
+        raise DataError('The body must be {"model": "NAME[@VERSION]"}.')
+    name, _, version = ref.partition("@")
+    check_model_name(name)
+    if version and version != "latest" and not version.isdigit():
+        raise DataError(f"{ref!r}: a version is a number or 'latest', e.g. {name}@2.")
+    return ref
+
+
+def router(host: ModelHost) -> APIRouter:
+    api = APIRouter(tags=["admin"])
+
+    @api.post(
+        "/v1/admin/models",
+        summary="Load a model from the store (replaces a loaded version of the same name)",
+        openapi_extra=LOAD_BODY,
+    )
+    async def load_model(request: Request) -> dict[str, Any]:
+        _authorize(host, request)
+        served = await host.load(await _ref(request))
+        return {"loaded": served.describe()}
+
+    @api.delete("/v1/admin/models/{name}", summary="Unload a model (its queue drains first)")
+    async def unload_model(name: str, request: Request) -> dict[str, Any]:
+        _authorize(host, request)
+        await host.unload(name)
+        return {"unloaded": name}
+
+    return api

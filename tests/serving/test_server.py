@@ -322,3 +322,20 @@ def test_admin_endpoints_are_off_without_a_token(server):
         headers={"Authorization": "Bearer anything"},
     )
     assert r.status_code == 403 and "--admin-token" in r.json()["error"]
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_serve_settings_reach_the_onnxruntime_engine(serve_home, spin):
+    from sampan.serving.host import ModelHost, ServeSettings
+    from sampan.serving.metrics import Metrics
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+    settings = ServeSettings(backend="onnxruntime", threads=1, spin=spin, instances=2)
+    served = ModelHost(settings, Metrics(), Store(home))._build(onnx_ref)
+    assert len(served.engines) == 2
+    for engine in served.engines:
+        options = engine.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
+        assert spinning == ("1" if spin else "0")

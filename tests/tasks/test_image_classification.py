@@ -187,3 +187,21 @@ def test_split_keeps_one_sample_on_each_side_and_names_the_class():
     assert len(train) == 2 and len(val) == 3
     with pytest.raises(DataError, match="Class lonely has only 1"):
         stratified_split(np.array([0, 0, 1]), 0.2, seed=0, labels=["many", "lonely"])
+
+
+def test_cheap_to_decode_reads_the_header_not_the_file_size():
+    import io
+
+    task = get_task("image-classification")
+
+    def png(size: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("L", (size, size)).save(buffer, format="PNG", optimize=True)
+        return buffer.getvalue()
+
+    small, huge = png(64), png(4000)
+    assert len(huge) < 64 * 1024  # a tiny file holding 16 megapixels
+    assert task.cheap_to_decode(small) is True
+    assert task.cheap_to_decode(huge) is False
+    assert task.cheap_to_decode(b"not an image") is True  # decode refuses it at once
+    assert task.cheap_to_decode(np.zeros((8, 8), np.uint8)) is False

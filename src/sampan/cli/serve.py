@@ -16,6 +16,12 @@ def serve(
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     instances: int = typer.Option(1, help="Engine instances per model."),
+    threads: int = typer.Option(
+        None, help="Threads per engine instance [default: the backend's own, all cores]."
+    ),
+    spin: bool = typer.Option(
+        False, help="Let onnxruntime's threads busy-wait between batches (off: cores for I/O)."
+    ),
     max_batch_size: int = typer.Option(32, help="Most rows per batch."),
     max_wait_ms: float = typer.Option(2.0, help="Longest wait for a batch to fill (under load)."),
     max_queue: int = typer.Option(256, help="Requests that may wait; more get 503."),
@@ -61,10 +67,14 @@ def serve(
         store.open(ref)  # fail here, in one line, rather than inside the server's startup
     if instances < 1:
         raise ConfigError("--instances must be >= 1.")
+    if threads is not None and threads < 1:
+        raise ConfigError("--threads must be >= 1.")
     settings = ServeSettings(
         backend=backend,
         device=device,
         instances=instances,
+        threads=threads,
+        spin=spin,
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,

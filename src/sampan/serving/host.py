@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class ServeSettings:
     timeout_s: float = 30.0  # how long a request may wait for its answer
     max_body_bytes: int = 16 * 2**20
     spin: bool = False  # let onnxruntime's threads busy-wait between runs (off: cores for I/O)
+    threads: int | None = None  # intra-op threads per engine instance (None: the backend's own)
     admin_token: str | None = field(default=None, repr=False)  # None: admin endpoints are off
 
 
@@ -82,8 +84,13 @@ class ServedModel:
         }
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_model_name(name: str) -> bool:
+    return bool(_SAFE_NAME.match(name)) and ".." not in name
+
+
 def check_model_name(name: str) -> str:
-    if not _SAFE_NAME.match(name) or ".." in name:
+    if not _is_model_name(name):
         raise ConfigError(f"{name!r} is not a model name (letters, digits, '.', '_', '-').")
     return name
 
@@ -118,6 +125,9 @@ class ModelHost:
         backend, options = s.backend, {}
         if backend == "auto":
             backend, options = choose_backend(package, self.store.home)
+        options = {**options, "spin": s.spin}  # backends without threads to spin ignore it
+        if s.threads:
+            options["threads"] = s.threads
         engines = [
             create_engine(package, backend=backend, device=s.device, **options)
             for _ in range(s.instances)

@@ -29,6 +29,10 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class TooLarge(Exception):
+    """Raised from BodyLimit's receive when a streamed body passes the limit."""
+
+
 class BodyLimit:
     """413 for a body over max_bytes: by Content-Length at once, else while it streams."""
 
@@ -45,9 +49,6 @@ class BodyLimit:
                 await _send_json(send, 413, message)
                 return
         seen = 0
-
-        class TooLarge(Exception):
-            pass
 
         async def limited() -> Message:
             nonlocal seen

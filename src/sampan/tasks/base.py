@@ -95,6 +95,11 @@ class Task(ABC):
     def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
         """Decoded samples into the model's input batch (numpy)."""
 
+    def cheap_to_decode(self, raw: Any) -> bool:
+        """Whether decode(raw) surely takes well under a millisecond, so a server may do it on
+        its event loop instead of in a thread. Default: no."""
+        return False
+
     def augment(self, samples: Any, rng: np.random.Generator, mode: str) -> Any:
         """Random training-time changes to decoded samples; default: none."""
         return samples

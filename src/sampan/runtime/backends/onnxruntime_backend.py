@@ -134,10 +134,11 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             session_options.intra_op_num_threads = threads
         session_options.log_severity_level = 3  # provider fallbacks are reported by us, once
-        if not spin:
-            # Worker threads that busy-wait after each run take the cores from a server's
-            # event loop and decoding threads; a server turns spinning off.
-            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Worker threads that busy-wait after each run take the cores from a server's event
+        # loop and decoding threads; `sampan serve` turns spinning off unless told --spin.
+        session_options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spin else "0"
+        )
         providers = choose_providers(device, ort.get_available_providers())
         if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers):
             preload_cuda_libraries(ort)

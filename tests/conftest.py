@@ -83,3 +83,14 @@ def exported(trained: tuple[Path, str]) -> tuple[Path, str, str]:
     onnx = export(ref, "onnx", store=Store(home))
     int8 = compress(onnx.ref, store=Store(home), max_drop=0.05)
     return home, onnx.ref, int8.ref
+
+
+@pytest.fixture
+def serve_home(exported, tmp_path: Path) -> tuple[Path, str, str]:
+    """A private copy of the exported store (home, onnx ref, int8 ref) a server may change."""
+    import shutil
+
+    home, onnx_ref, int8_ref = exported
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    return copy, onnx_ref, int8_ref

@@ -49,3 +49,28 @@ class CompressionError(SampanError):
     """Compression failed or lost more accuracy than allowed."""
 
     exit_code = 8
+
+
+class Unauthorized(SampanError):
+    """A call without a valid credential: no key, an unknown, revoked or expired one."""
+
+    exit_code = 9
+
+
+class Forbidden(SampanError):
+    """A valid credential that does not grant this call (outside its scopes)."""
+
+    exit_code = 10
+
+
+class RateLimited(SampanError):
+    """A rate limit or quota is used up; retry_after says when to try again (seconds)."""
+
+    exit_code = 11
+
+    def __init__(
+        self, message: str, retry_after: float = 1.0, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = headers or {}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -50,14 +48,6 @@ class RunningServer:
     @property
     def host(self):
         return self.app.state.host
-
-
-@pytest.fixture
-def serve_home(exported, tmp_path: Path) -> tuple[Path, str, str]:
-    home, onnx_ref, int8_ref = exported
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy)
-    return copy, onnx_ref, int8_ref
 
 
 @pytest.fixture

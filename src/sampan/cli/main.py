@@ -16,6 +16,7 @@ from sampan.cli import (
     export,
     models,
     packages,
+    platform,
     predict,
     serve,
     train,
@@ -41,6 +42,9 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(packages.app, name="packages")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(platform.apps, name="apps")
+app.add_typer(platform.keys, name="keys")
+app.command("usage")(platform.usage)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 
@@ -27,6 +29,14 @@ def serve(
     max_queue: int = typer.Option(256, help="Requests that may wait; more get 503."),
     timeout: float = typer.Option(30.0, help="Seconds a request may wait before 504."),
     log_level: str = typer.Option("info", help="debug, info, warning."),
+    auth: str = typer.Option(
+        "auto",
+        help="keys: every call needs an API key (sampan keys create); open: none needed; "
+        "auto: keys once any key exists, else open.",
+    ),
+    insecure_open: bool = typer.Option(
+        False, "--insecure-open", help="Allow --auth open on an address other than loopback."
+    ),
     admin_token: str = typer.Option(
         None,
         envvar="SAMPAN_ADMIN_TOKEN",
@@ -81,14 +91,16 @@ def serve(
         timeout_s=timeout,
         admin_token=admin_token or None,
     )
-    app = build_app(refs, settings, store)
+    gate, notice = _gate(auth, host, insecure_open)
+    app = build_app(refs, settings, store, extension=gate)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")
     print(
         f"Serving {', '.join(refs)} at http://{host}:{port}  (OpenAPI: /docs, metrics: "
         "/metrics; Ctrl-C or SIGTERM drains and stops)"
     )
+    print(notice)
     if example:
-        print(f"Try it: {example}")
+        print(f"Try it: {example}" + ("" if gate.open else ' -H "Authorization: Bearer smp_..."'))
     uvicorn.run(
         app,
         host=host,
@@ -97,3 +109,39 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(timeout) + 5,
     )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _gate(auth: str, host: str, insecure_open: bool) -> tuple[Any, str]:
+    """The platform gate for this server, and a line saying how calls are let in."""
+    import os
+
+    from sampan.errors import ConfigError
+    from sampan.platform.db import Database
+    from sampan.platform.gate import build_gate
+
+    if auth not in ("auto", "keys", "open"):
+        raise ConfigError(f"--auth {auth!r}: choose auto, keys or open.")
+    db = Database()
+    if auth == "auto":
+        from sampan.platform.keys import Keys
+
+        auth = "keys" if Keys(db).count_active() else "open"
+    if auth == "open" and host not in LOOPBACK and not insecure_open:
+        db.close()
+        raise ConfigError(
+            f"Refusing to serve {host} with no API keys: create one (sampan apps create APP; "
+            "sampan keys create --app APP --scope 'predict:*'), or pass --insecure-open."
+        )
+    redis_url = os.environ.get("SAMPAN_REDIS_URL") or None
+    gate = build_gate(db, redis_url, open=auth == "open")
+    limits = "Redis" if redis_url else db.safe_url
+    if auth == "open":
+        why = "--auth open" if host in LOOPBACK else "--insecure-open"
+        return gate, (
+            f"Open for local development: no API key needed ({why} or no keys yet); calls "
+            f"are metered in {db.safe_url}. Create keys to require them."
+        )
+    return gate, f"API keys required; limits and quotas through {limits}, usage in {db.safe_url}."

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
-from sampan.errors import ConfigError, DataError, NotFoundError, PackageError, SampanError
+from sampan.errors import (
+    ConfigError,
+    DataError,
+    Forbidden,
+    NotFoundError,
+    PackageError,
+    SampanError,
+    Unauthorized,
+)
 from sampan.serving import admin, rest, v2
-from sampan.serving.admin import AdminDisabled, Unauthorized
+from sampan.serving.admin import AdminDisabled
 from sampan.serving.batcher import DeadlineExceeded, Overloaded
 from sampan.serving.host import ModelHost, ServeSettings
 from sampan.serving.metrics import Metrics
@@ -28,6 +36,7 @@ STATUS = (
     (DataError, 400),
     (ConfigError, 400),
     (Unauthorized, 401),
+    (Forbidden, 403),
     (AdminDisabled, 403),
     (PackageError, 422),  # a package in the store that fails verification or cannot load
 )
@@ -39,8 +48,22 @@ def _error_response(exc: SampanError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=status, headers=HEADERS.get(status))
 
 
+class Extension(Protocol):
+    """What a higher floor (the platform's gate) plugs into the server: one middleware in the
+    list, started before the models load and closed after they drain."""
+
+    def middleware(self) -> Middleware: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 def build_app(
-    refs: list[str], settings: ServeSettings | None = None, store: Store | None = None
+    refs: list[str],
+    settings: ServeSettings | None = None,
+    store: Store | None = None,
+    extension: Extension | None = None,
 ) -> FastAPI:
     """An ASGI app serving the packages refs (loaded at startup)."""
     settings = settings or ServeSettings()
@@ -49,13 +72,18 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if extension is not None:
+            await extension.start()
         for ref in refs:
             await host.load(ref)
         yield
         await host.shutdown()  # uvicorn has stopped accepting and finished in-flight requests
+        if extension is not None:
+            await extension.close()  # e.g. the last usage records
 
     middleware = [  # outermost first
         Middleware(AccessLog, metrics=metrics),
+        *([extension.middleware()] if extension is not None else []),  # keys, limits, usage
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
     from sampan import __version__

@@ -113,6 +113,7 @@ def router(host: ModelHost) -> APIRouter:
         rows = served.check_rows(rows)
         request.state.model = name
         served, outputs = await host.submit(served, rows)
+        request.state.units, request.state.version = len(rows), served.package.manifest.version
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
         return {
             "model": name,

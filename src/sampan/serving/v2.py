@@ -201,6 +201,7 @@ def router(host: ModelHost) -> APIRouter:
             )
         request.state.model = name
         served, outputs = await host.submit(served, rows)
+        request.state.units, request.state.version = len(rows), served.package.manifest.version
         result: dict[str, Any] = {
             "model_name": name,
             "model_version": str(served.package.manifest.version),

@@ -1,0 +1,192 @@
+"""The platform's gate in front of the server: API keys, scopes, rate limits, quotas and usage
+metering, as one plain ASGI middleware in the server's middleware list.
+
+    401  no key, or an unknown, revoked or expired one
+    403  a key without the scope for this call (predict:<model>, admin)
+    429  a rate limit or quota used up, with Retry-After and X-RateLimit-* headers
+
+Open paths (health, metrics, the OpenAPI document) pass without a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sampan.errors import Forbidden, SampanError, Unauthorized
+from sampan.platform.keys import KeyInfo, Keys
+from sampan.platform.limits import Limiter
+from sampan.platform.metering import UsageRecorder
+
+OPEN_PATHS = ("/v2/health/", "/metrics", "/openapi.json", "/docs")
+KEY_CACHE_SECONDS = 5.0  # a revoked key is refused by every process within this time
+
+
+def required_scope(path: str) -> str | None:
+    """What a path needs: None (open), 'any' valid key, 'admin', or 'predict:<model>'."""
+    if path == "/" or path.startswith(OPEN_PATHS):
+        return None
+    if path.startswith("/v1/admin/"):
+        return "admin"
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return "predict:" + path[len("/v1/models/") : -len(":predict")]
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "predict:" + path[len("/v2/models/") : -len("/infer")].split("/")[0]
+    return "any"
+
+
+def presented_key(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            kind, _, token = bytes(value).decode("latin-1").partition(" ")
+            if kind.lower() == "bearer":
+                return token.strip()
+        elif name == b"x-api-key":
+            return str(bytes(value).decode("latin-1")).strip()
+    return ""
+
+
+@dataclass
+class Gate:
+    """Keys, limiter and recorder shared by the middleware. open=True: no keys asked for
+    (local development), calls still metered."""
+
+    keys: Keys | None
+    limiter: Limiter | None
+    recorder: UsageRecorder
+    open: bool = False
+    _cache: dict[str, tuple[KeyInfo, float]] = field(default_factory=dict)
+
+    async def authenticate(self, presented: str) -> KeyInfo:
+        if not presented:
+            raise Unauthorized("Send an API key as 'Authorization: Bearer smp_...'.")
+        now = time.monotonic()
+        cached = self._cache.get(presented)
+        if cached is not None and cached[1] > now:
+            info = cached[0]
+        else:
+            assert self.keys is not None
+            info = await asyncio.to_thread(self.keys.verify, presented)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[presented] = (info, now + KEY_CACHE_SECONDS)
+        if info.expires_at is not None and info.expires_at.timestamp() <= time.time():
+            raise Unauthorized(f"API key {info.prefix} has expired.")
+        return info
+
+    def middleware(self) -> Any:
+        from starlette.middleware import Middleware
+
+        return Middleware(PlatformMiddleware, gate=self)
+
+    async def start(self) -> None:
+        await self.recorder.start()
+
+    async def close(self) -> None:
+        await self.recorder.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        self.recorder.db.close()
+
+
+async def _answer(send: Send, status: int, message: str, headers: dict[str, str]) -> None:
+    body = json.dumps({"error": message}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class PlatformMiddleware:
+    """Authenticate, authorise, limit and meter every call that is not on an open path."""
+
+    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+        self.app, self.gate = app, gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        need = required_scope(scope["path"])
+        if need is None:
+            await self.app(scope, receive, send)
+            return
+        gate, started = self.gate, time.perf_counter()
+        model = need.partition(":")[2] if need.startswith("predict:") else ""
+        key: KeyInfo | None = None
+        extra: dict[str, str] = {}
+        try:
+            if not gate.open:
+                key = await gate.authenticate(presented_key(scope))
+                if need != "any":
+                    key.check(need)
+                if model and gate.limiter is not None:
+                    decision = await gate.limiter.charge(key)
+                    extra = decision.headers
+                    if not decision.allowed:
+                        self._meter(key, model, 429, started, scope)
+                        period = {"rate": "rate limit", "day": "daily quota"}.get(
+                            decision.reason, "monthly quota"
+                        )
+                        await _answer(
+                            send, 429, f"Key {key.prefix} is over its {period}; retry later.", extra
+                        )
+                        return
+        except Unauthorized as exc:
+            await _answer(send, 401, str(exc), {"WWW-Authenticate": "Bearer"})
+            return
+        except Forbidden as exc:
+            self._meter(key, model or "-", 403, started, scope)
+            await _answer(send, 403, str(exc), {})
+            return
+        except SampanError as exc:  # the platform database is unreachable, say
+            await _answer(send, 503, str(exc), {"Retry-After": "5"})
+            return
+        state = scope.setdefault("state", {})
+        state["api_key"] = key
+        state["admin"] = need == "admin" and key is not None
+        status = 500
+        added = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if added:
+                    message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if model:
+                self._meter(key, model, status, started, scope)
+
+    def _meter(
+        self, key: KeyInfo | None, model: str, status: int, started: float, scope: Scope
+    ) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        self.gate.recorder.record(
+            app=key.app if key else "-",
+            key_prefix=key.prefix if key else "-",
+            model=model,
+            status=status,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            units=int(state.get("units", 0)),
+            version=state.get("version"),
+        )
+
+
+def build_gate(
+    db: Any, redis_url: str | None = None, open: bool = False, interval: float = 1.0
+) -> Gate:
+    """The gate over a platform database; limits through Redis when redis_url is given."""
+    from sampan.platform.limits import DatabaseLimiter, RedisLimiter
+
+    limiter: Limiter = RedisLimiter(redis_url) if redis_url else DatabaseLimiter(db)
+    return Gate(Keys(db, actor="server"), limiter, UsageRecorder(db, interval), open=open)

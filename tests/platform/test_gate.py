@@ -1,0 +1,130 @@
+"""The gate in a real server over HTTP: keys, scopes, limits, metering, safe defaults."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import httpx
+import pytest
+
+from sampan.platform.db import Database
+from sampan.platform.gate import build_gate, required_scope
+from sampan.platform.keys import Keys
+from tests.serving.conftest import RunningServer, free_port
+
+
+def usage_rows(db):
+    from sqlalchemy import select
+
+    from sampan.platform.schema import UsageRecord
+
+    with db.session() as session:
+        return [
+            (r.app, r.key_prefix, r.model, r.status, r.units, r.version)
+            for r in session.scalars(select(UsageRecord).order_by(UsageRecord.id))
+        ]
+
+
+def serve(serve_home, database_url, open=False, refs=None):
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+    gate = build_gate(Database(database_url), open=open, interval=0.2)
+    settings = ServeSettings(backend="onnxruntime")
+    app = build_app(refs or [onnx_ref], settings, Store(home), extension=gate)
+    return RunningServer(app, free_port())
+
+
+def body(digits_holdout):
+    png = sorted(digits_holdout.glob("*/*.png"))[0].read_bytes()
+    return {"instances": [base64.b64encode(png).decode()]}
+
+
+def test_keys_scopes_and_quotas_are_enforced_and_every_call_metered(
+    serve_home, database_url, digits_holdout, caplog
+):
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("factory")
+        key, record = keys.create_key("factory", ["predict:dig*"], quotas=["3/day"])
+        other, _ = keys.create_key("factory", ["predict:parts"])
+    caplog.set_level(logging.INFO, logger="sampan.access")
+    payload = body(digits_holdout)
+    with serve(serve_home, database_url) as running:
+        url = f"{running.url}/v1/models/digits:predict"
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(url, json=payload).status_code == 401
+        r = httpx.post(url, json=payload, headers={"Authorization": "Bearer smp_bad"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = httpx.post(url, json=payload, headers={"X-API-Key": other})
+        assert r.status_code == 403 and "no scope for predict:digits" in r.json()["error"]
+        answers = [httpx.post(url, json=payload, headers=auth) for _ in range(5)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        assert answers[0].headers["x-ratelimit-remaining"] == "2"
+        assert int(answers[3].headers["retry-after"]) >= 1
+        assert "daily quota" in answers[3].json()["error"]
+        # open paths need no key; metadata needs a valid one
+        assert httpx.get(f"{running.url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{running.url}/v1/models").status_code == 401
+        assert httpx.get(f"{running.url}/v1/models", headers=auth).status_code == 200
+        metrics = httpx.get(f"{running.url}/metrics").text
+    secret = key.split("_", 2)[2]
+    for text in (metrics, caplog.text):
+        assert secret not in text and other.split("_", 2)[2] not in text
+    with Database(database_url) as db:
+        rows = usage_rows(db)
+    prefix = record["prefix"]
+    assert [r[3] for r in rows if r[1] == prefix] == [200, 200, 200, 429, 429]
+    assert [r[3] for r in rows if r[1] == other.split("_")[1]] == [403]
+    assert all(r[:3] == ("factory", prefix, "digits") for r in rows if r[1] == prefix)
+    assert [r[4] for r in rows if r[3] == 200] == [1, 1, 1]  # units: one image each
+    assert len(rows) == 6  # 401s carry no key to bill: counted in metrics, not stored
+
+
+def test_an_admin_key_loads_models(serve_home, database_url):
+    int8_ref = serve_home[2]
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("ops")
+        admin, _ = keys.create_key("ops", ["admin"])
+        caller, _ = keys.create_key("ops", ["predict:*"])
+    with serve(serve_home, database_url) as running:
+        url = f"{running.url}/v1/admin/models"
+        denied = httpx.post(url, json={"model": int8_ref}, headers={"X-API-Key": caller})
+        assert denied.status_code == 403
+        r = httpx.post(url, json={"model": int8_ref}, headers={"X-API-Key": admin}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["loaded"]["version"] == int(int8_ref.split("@")[1])
+
+
+def test_open_mode_needs_no_key_and_still_meters(serve_home, database_url, digits_holdout):
+    with serve(serve_home, database_url, open=True) as running:
+        r = httpx.post(f"{running.url}/v1/models/digits:predict", json=body(digits_holdout))
+        assert r.status_code == 200
+    with Database(database_url) as db:
+        assert [row[:4] for row in usage_rows(db)] == [("-", "-", "digits", 200)]
+
+
+def test_serve_refuses_an_open_public_address(serve_home, monkeypatch, capsys, tmp_path):
+    from sampan.cli.main import main
+    from sampan.errors import ConfigError
+
+    home, onnx_ref, _ = serve_home
+    monkeypatch.setenv("SAMPAN_HOME", str(home))
+    monkeypatch.setenv("SAMPAN_DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--models", onnx_ref, "--host", "0.0.0.0"])
+    assert stop.value.code == ConfigError.exit_code
+    assert "--insecure-open" in capsys.readouterr().err
+
+
+def test_paths_map_to_scopes():
+    assert required_scope("/v1/models/digits:predict") == "predict:digits"
+    assert required_scope("/v2/models/digits/infer") == "predict:digits"
+    assert required_scope("/v1/admin/models") == "admin"
+    assert required_scope("/v1/models") == "any"
+    for open_path in ("/v2/health/ready", "/metrics", "/openapi.json", "/docs", "/"):
+        assert required_scope(open_path) is None

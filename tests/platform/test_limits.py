@@ -1,0 +1,92 @@
+"""Rate limits and quotas: exact under concurrency, in the database and in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from sampan.platform.keys import Keys
+from sampan.platform.limits import DatabaseLimiter, RedisLimiter, periods
+from tests.platform.conftest import REDIS
+
+
+@pytest.fixture(params=["database", "redis"])
+def limiter_kind(request):
+    if request.param == "redis" and not REDIS:
+        pytest.skip("SAMPAN_TEST_REDIS_URL is not set (.ci/run sets it)")
+    return request.param
+
+
+def make_limiter(kind, db):
+    return DatabaseLimiter(db) if kind == "database" else RedisLimiter(REDIS)
+
+
+def key_with(db, **limits):
+    keys = Keys(db)
+    if not keys.list_apps():
+        keys.create_app("tenant")
+    key, _ = keys.create_key("tenant", ["predict:*"], **limits)
+    return keys.verify(key)
+
+
+def test_a_quota_grants_exactly_its_limit_to_concurrent_callers(db, limiter_kind):
+    info = key_with(db, quotas=["20/day", "1000/month"])
+
+    async def main():
+        limiter = make_limiter(limiter_kind, db)
+        try:
+            return await asyncio.gather(*(limiter.charge(info) for _ in range(60)))
+        finally:
+            await limiter.close()
+
+    decisions = asyncio.run(main())
+    allowed = [d for d in decisions if d.allowed]
+    refused = [d for d in decisions if not d.allowed]
+    assert len(allowed) == 20 and len(refused) == 40
+    assert {d.reason for d in refused} == {"day"}
+    assert all(d.headers["X-RateLimit-Limit"] == "20" for d in refused)
+    assert int(refused[0].headers["Retry-After"]) >= 1
+    remaining = sorted(int(d.headers["X-RateLimit-Remaining"]) for d in allowed)
+    assert remaining == list(range(20))  # each grant saw its own count
+
+
+def test_a_refused_call_spends_nothing(db, limiter_kind):
+    info = key_with(db, quotas=["3/day", "4/month"])
+
+    async def main():
+        limiter = make_limiter(limiter_kind, db)
+        try:
+            return [await limiter.charge(info) for _ in range(5)]
+        finally:
+            await limiter.close()
+
+    decisions = asyncio.run(main())
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    # the day quota refused calls 4 and 5, so the month still has one call left
+    assert decisions[2].headers["X-RateLimit-Remaining"] == "0"
+    assert decisions[3].reason == "day"
+
+
+def test_the_token_bucket_allows_its_burst_then_refuses(db, limiter_kind):
+    info = key_with(db, rate="1/min", burst=3)  # refills one call a minute: no refill here
+
+    async def main():
+        limiter = make_limiter(limiter_kind, db)
+        try:
+            return await asyncio.gather(*(limiter.charge(info) for _ in range(8)))
+        finally:
+            await limiter.close()
+
+    decisions = asyncio.run(main())
+    assert sum(d.allowed for d in decisions) == 3
+    refused = [d for d in decisions if not d.allowed]
+    assert {d.reason for d in refused} == {"rate"} and int(refused[0].retry_after) >= 1
+
+
+def test_periods_reset_at_utc_midnight_and_month_start():
+    now = dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.timezone.utc)
+    spans = periods(now)
+    assert spans["day"] == ("d:2026-12-31", 3600.0)
+    assert spans["month"] == ("m:2026-12", 3600.0)

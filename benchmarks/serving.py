@@ -144,10 +144,17 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict[str, float]:
+def run_wrk(
+    url: str,
+    body_file: Path,
+    concurrency: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     script = body_file.with_suffix(".lua")
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     script.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n{extra}'
         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\n'
         "f:close()\n"
     )

@@ -119,6 +119,10 @@ def test_serve_refuses_an_open_public_address(serve_home, monkeypatch, capsys, t
         main(["serve", "--models", onnx_ref, "--host", "0.0.0.0"])
     assert stop.value.code == ConfigError.exit_code
     assert "--insecure-open" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--models", onnx_ref, "--host", "0.0.0.0", "--auth", "off"])
+    assert stop.value.code == ConfigError.exit_code
+    assert "loopback only" in capsys.readouterr().err
 
 
 def test_paths_map_to_scopes():
@@ -128,3 +132,33 @@ def test_paths_map_to_scopes():
     assert required_scope("/v1/models") == "any"
     for open_path in ("/v2/health/ready", "/metrics", "/openapi.json", "/docs", "/"):
         assert required_scope(open_path) is None
+
+
+def test_injection_shaped_keys_and_model_names_are_harmless(
+    serve_home, database_url, digits_holdout
+):
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("tenant")
+        key, _ = keys.create_key("tenant", ["predict:*"])
+    payload = body(digits_holdout)
+    with serve(serve_home, database_url) as running:
+        evil_keys = ("' OR '1'='1", "smp_' OR 1=1 --", "smp_aaaaaaaaaaaa_'; DROP TABLE api_keys;--")
+        for evil in evil_keys:
+            r = httpx.post(
+                f"{running.url}/v1/models/digits:predict",
+                json=payload,
+                headers={"Authorization": f"Bearer {evil}"},
+            )
+            assert r.status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        for name in ("x' OR 1=1 --", "digits; DROP TABLE usage"):
+            r = httpx.post(f"{running.url}/v1/models/{name}:predict", json=payload, headers=auth)
+            assert r.status_code == 400 and "is not a model name" in r.json()["error"]
+        ok = httpx.post(f"{running.url}/v1/models/digits:predict", json=payload, headers=auth)
+        assert ok.status_code == 200
+    with Database(database_url) as db:
+        rows = usage_rows(db)
+        assert [a["name"] for a in Keys(db).list_apps()] == ["tenant"]
+    assert sorted(r[3] for r in rows) == [200, 400, 400]
+    assert {r[2] for r in rows} == {"digits", "x' OR 1=1 --", "digits; DROP TABLE usage"}

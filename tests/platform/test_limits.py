@@ -90,3 +90,18 @@ def test_periods_reset_at_utc_midnight_and_month_start():
     spans = periods(now)
     assert spans["day"] == ("d:2026-12-31", 3600.0)
     assert spans["month"] == ("m:2026-12", 3600.0)
+
+
+def test_calls_committing_out_of_clock_order_do_not_drain_the_bucket(db):
+    info = key_with(db, rate="1000000/s", burst=10)
+    limiter = DatabaseLimiter(db)
+
+    # Two threads read the clock, then commit in the other order: the later commit carries
+    # the older reading. A negative elapsed time must not take a million tokens away.
+    def charge(now):
+        return limiter.charge_batch([(info, 1)], now)[0].allowed
+
+    assert charge(1000.0)
+    assert charge(999.0)
+    assert all(charge(999.5) for _ in range(8))
+    assert not charge(1000.0)  # 10 spent, no time has passed

@@ -339,3 +339,23 @@ def test_serve_settings_reach_the_onnxruntime_engine(serve_home, spin):
         assert options.intra_op_num_threads == 1
         spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
         assert spinning == ("1" if spin else "0")
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_traceback(server, caplog):
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        raw.sendall(
+            b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"instances": ['
+        )
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{server.url}/metrics").text
+        if 'code="499"' in metrics:
+            break
+        time.sleep(0.1)
+    assert 'sampan_requests_total{code="499",model="-",protocol="v1"} 1.0' in metrics
+    assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text

@@ -31,8 +31,9 @@ def serve(
     log_level: str = typer.Option("info", help="debug, info, warning."),
     auth: str = typer.Option(
         "auto",
-        help="keys: every call needs an API key (sampan keys create); open: none needed; "
-        "auto: keys once any key exists, else open.",
+        help="keys: every call needs an API key (sampan keys create); open: none needed, "
+        "calls metered; off: no keys, no metering (loopback only); auto: keys once any key "
+        "exists, else open.",
     ),
     insecure_open: bool = typer.Option(
         False, "--insecure-open", help="Allow --auth open on an address other than loopback."
@@ -100,7 +101,8 @@ def serve(
     )
     print(notice)
     if example:
-        print(f"Try it: {example}" + ("" if gate.open else ' -H "Authorization: Bearer smp_..."'))
+        needs_key = gate is not None and not gate.open
+        print(f"Try it: {example}" + (' -H "Authorization: Bearer smp_..."' if needs_key else ""))
     uvicorn.run(
         app,
         host=host,
@@ -122,8 +124,12 @@ def _gate(auth: str, host: str, insecure_open: bool) -> tuple[Any, str]:
     from sampan.platform.db import Database
     from sampan.platform.gate import build_gate
 
-    if auth not in ("auto", "keys", "open"):
-        raise ConfigError(f"--auth {auth!r}: choose auto, keys or open.")
+    if auth not in ("auto", "keys", "open", "off"):
+        raise ConfigError(f"--auth {auth!r}: choose auto, keys, open or off.")
+    if auth == "off":
+        if host not in LOOPBACK:
+            raise ConfigError("--auth off serves loopback only; use --auth open or keys.")
+        return None, "No API keys and no usage metering (--auth off)."
     db = Database()
     if auth == "auto":
         from sampan.platform.keys import Keys

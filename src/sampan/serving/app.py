@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from sampan.errors import (
     ConfigError,
@@ -102,6 +103,13 @@ def build_app(
     @app.exception_handler(SampanError)
     async def sampan_error(request: Request, exc: SampanError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The caller hung up while sending its body (a load generator stopping, a timeout):
+        # nobody reads this answer; 499 (as nginx logs it) keeps a traceback out of the log
+        # and the call visible in metrics and usage.
+        return Response(status_code=499)
 
     app.include_router(rest.router(host))
     app.include_router(v2.router(host))

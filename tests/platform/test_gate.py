@@ -162,3 +162,50 @@ def test_injection_shaped_keys_and_model_names_are_harmless(
         assert [a["name"] for a in Keys(db).list_apps()] == ["tenant"]
     assert sorted(r[3] for r in rows) == [200, 400, 400]
     assert {r[2] for r in rows} == {"digits", "x' OR 1=1 --", "digits; DROP TABLE usage"}
+
+
+def test_admin_rest_manages_apps_keys_usage_and_audit(serve_home, database_url, digits_holdout):
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("ops")
+        admin, admin_record = keys.create_key("ops", ["admin"])
+        caller, _ = keys.create_key("ops", ["predict:*"])
+    with serve(serve_home, database_url) as running:
+        base, auth = f"{running.url}/v1/admin", {"X-API-Key": admin}
+        assert httpx.get(f"{base}/apps", headers={"X-API-Key": caller}).status_code == 403
+        r = httpx.post(f"{base}/apps", json={"name": "bank"}, headers=auth)
+        assert r.status_code == 200 and r.json()["app"]["name"] == "bank"
+        assert httpx.post(f"{base}/apps", json={"name": "bank"}, headers=auth).status_code == 400
+        r = httpx.post(
+            f"{base}/keys",
+            json={"app": "bank", "scopes": ["predict:digits"], "quotas": ["1/day"]},
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        new_key, prefix = r.json()["key"], r.json()["record"]["prefix"]
+        for bad in ({"app": "bank"}, {"app": "bank", "scopes": "predict:*"}, {"app": 3}):
+            assert httpx.post(f"{base}/keys", json=bad, headers=auth).status_code == 400
+        predict = f"{running.url}/v1/models/digits:predict"
+        payload = body(digits_holdout)
+        codes = [
+            httpx.post(predict, json=payload, headers={"X-API-Key": new_key}).status_code
+            for _ in range(2)
+        ]
+        assert codes == [200, 429]
+        listed = httpx.get(f"{base}/keys", params={"app": "bank"}, headers=auth).json()["keys"]
+        assert [k["prefix"] for k in listed] == [prefix] and "key" not in listed[0]
+        assert httpx.delete(f"{base}/keys/{prefix}", headers=auth).status_code == 200
+        assert httpx.post(predict, json=payload, headers={"X-API-Key": new_key}).status_code in (
+            401,
+            429,  # the key cache may still hold the key for up to 5 s: its quota still holds
+        )
+        import time
+
+        time.sleep(0.5)  # one metering interval
+        usage = httpx.get(f"{base}/usage", params={"by": "app"}, headers=auth).json()["rows"]
+        bank = next(row for row in usage if row["app"] == "bank")
+        assert bank["ok"] == 1 and bank["refused"] >= 1
+        audit = httpx.get(f"{base}/audit", headers=auth).json()["entries"]
+    actor = f"key:{admin_record['prefix']}"
+    mine = [(e["action"], e["target"]) for e in audit if e["actor"] == actor]
+    assert mine == [("key.revoke", prefix), ("key.create", prefix), ("app.create", "bank")]

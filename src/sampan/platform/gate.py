@@ -84,6 +84,11 @@ class Gate:
 
         return Middleware(PlatformMiddleware, gate=self)
 
+    def routers(self) -> list[Any]:
+        from sampan.platform.admin_api import router
+
+        return [router(self.recorder.db)]
+
     async def start(self) -> None:
         await self.recorder.start()
 

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
@@ -54,6 +54,8 @@ class Extension(Protocol):
     list, started before the models load and closed after they drain."""
 
     def middleware(self) -> Middleware: ...
+
+    def routers(self) -> list[APIRouter]: ...
 
     async def start(self) -> None: ...
 
@@ -114,6 +116,8 @@ def build_app(
     app.include_router(rest.router(host))
     app.include_router(v2.router(host))
     app.include_router(admin.router(host))
+    for extra in extension.routers() if extension is not None else []:
+        app.include_router(extra)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -209,3 +209,27 @@ def test_admin_rest_manages_apps_keys_usage_and_audit(serve_home, database_url, 
     actor = f"key:{admin_record['prefix']}"
     mine = [(e["action"], e["target"]) for e in audit if e["actor"] == actor]
     assert mine == [("key.revoke", prefix), ("key.create", prefix), ("app.create", "bank")]
+
+
+def test_a_quota_in_task_units_counts_images(serve_home, database_url, digits_holdout):
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("lab")
+        key, _ = keys.create_key(
+            "lab", ["predict:*"], quotas=["5/day"], quota_units="units", rate="100/s"
+        )
+    png = sorted(digits_holdout.glob("*/*.png"))[0].read_bytes()
+    image = base64.b64encode(png).decode()
+    with serve(serve_home, database_url) as running:
+        url, auth = f"{running.url}/v1/models/digits:predict", {"X-API-Key": key}
+        two = {"instances": [image, image]}
+        answers = [httpx.post(url, json=two, headers=auth) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]  # 2 + 2, then 2 > 1 left
+        assert answers[1].headers["x-ratelimit-remaining"] == "1"
+        assert "units asked" in answers[2].json()["error"]
+        assert int(answers[2].headers["retry-after"]) >= 1
+        one = httpx.post(url, json={"instances": [image]}, headers=auth)
+        assert one.status_code == 200 and one.headers["x-ratelimit-remaining"] == "0"
+    with Database(database_url) as db:
+        rows = [r for r in usage_rows(db) if r[0] == "lab"]
+    assert [(r[3], r[4]) for r in rows] == [(200, 2), (200, 2), (429, 0), (200, 1)]

@@ -129,3 +129,33 @@ def test_cli_manages_apps_and_keys(capsys, monkeypatch, database_url):
         main(["keys", "create", "--app", "nope", "--scope", "predict:*"])
     assert stop.value.code == NotFoundError.exit_code
     assert "sampan apps create nope" in capsys.readouterr().err
+
+
+def test_a_database_from_the_first_schema_is_migrated_in_place(database_url):
+    """A platform database written by revision 0001 keeps its apps and keys when a newer
+    sampan opens it (Alembic upgrades it to head)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from sampan.platform.db import MIGRATIONS, Database, normalise_url
+
+    engine = create_engine(normalise_url(database_url))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(
+            text("INSERT INTO apps (name, description, created_at) VALUES ('old', '', :ts)"),
+            {"ts": "2026-01-01T00:00:00+00:00"},
+        )
+    engine.dispose()
+    with Database(database_url) as db:
+        keys = Keys(db)
+        assert [a["name"] for a in keys.list_apps()] == ["old"]
+        key, record = keys.create_key("old", ["predict:*"], quotas=["1/day"], quota_units="units")
+        assert keys.verify(key).quota_units == "units" and record["quota_model"] is None
+        with db.engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0002"

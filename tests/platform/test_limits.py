@@ -105,3 +105,24 @@ def test_calls_committing_out_of_clock_order_do_not_drain_the_bucket(db):
     assert charge(999.0)
     assert all(charge(999.5) for _ in range(8))
     assert not charge(1000.0)  # 10 spent, no time has passed
+
+
+def test_quotas_for_one_model_pattern_leave_other_models_alone(db):
+    from sampan.platform.gate import split_limits
+
+    keys = Keys(db)
+    keys.create_app("tenant")
+    key, _ = keys.create_key(
+        "tenant", ["predict:*"], quotas=["2/day"], rate="9/s", quota_model="ocr-*"
+    )
+    info = keys.verify(key)
+    upfront, later = split_limits(info, "ocr-invoices")
+    assert (upfront.quota_day, upfront.rate_per_s, later) == (2, 9.0, None)
+    upfront, later = split_limits(info, "digits")
+    assert (upfront.quota_day, upfront.rate_per_s, later) == (None, 9.0, None)
+    limiter = DatabaseLimiter(db)
+    ocr = split_limits(info, "ocr-invoices")[0]
+    other = split_limits(info, "digits")[0]
+    decisions = limiter.charge_batch([(ocr, 1), (other, 1), (ocr, 1), (other, 1), (ocr, 1)], 1.0)
+    assert [d.allowed for d in decisions] == [True, True, True, True, False]
+    assert decisions[-1].reason == "day"

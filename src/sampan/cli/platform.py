@@ -68,11 +68,25 @@ def create_key(
     quota: list[str] = typer.Option(None, help="10000/day and/or 300000/month; repeatable."),
     expires: str = typer.Option(None, help="30d, 12h or a date such as 2027-01-31."),
     name: str = typer.Option("", help="A label for the key."),
+    quota_units: str = typer.Option(
+        "requests", help="What quotas count: requests, or units (images, tokens) of the task."
+    ),
+    quota_model: str = typer.Option(
+        None, help="Quotas count only calls to models matching this pattern."
+    ),
 ) -> None:
     """Create a key. It is printed once, here: store it now."""
     with _keys() as admin:
         key, record = admin.create_key(
-            app, scope, rate=rate, burst=burst, quotas=quota, expires=expires, name=name
+            app,
+            scope,
+            rate=rate,
+            burst=burst,
+            quotas=quota,
+            expires=expires,
+            name=name,
+            quota_units=quota_units,
+            quota_model=quota_model,
         )
     console.print(f"Key [bold]{record['prefix']}[/] for app {app} (scopes: {', '.join(scope)})")
     console.print("Store it now; it is not shown again:")
@@ -94,6 +108,10 @@ def list_keys(app: str = typer.Option(None, help="Only this app's keys.")) -> No
         quotas = ", ".join(
             f"{r[f'quota_{p}']}/{p}" for p in ("day", "month") if r[f"quota_{p}"] is not None
         )
+        if quotas and r["quota_units"] == "units":
+            quotas += " units"
+        if quotas and r["quota_model"]:
+            quotas += f" of {r['quota_model']}"
         rate = f"{r['rate_per_s']:g}/s (burst {r['burst']})" if r["rate_per_s"] else "-"
         expires = f"{r['expires_at']:%Y-%m-%d %H:%M}" if r["expires_at"] else "never"
         state = "revoked" if r["revoked_at"] else "active"

@@ -46,6 +46,8 @@ KEY_BODY = {
                         "quotas": {"type": "array", "items": {"type": "string"}},
                         "expires": {"type": "string", "example": "30d"},
                         "name": {"type": "string"},
+                        "quota_units": {"type": "string", "enum": ["requests", "units"]},
+                        "quota_model": {"type": "string"},
                     },
                 }
             }
@@ -119,6 +121,8 @@ def router(db: Database) -> APIRouter:
             quotas=quotas,
             expires=_text(body, "expires"),
             name=_text(body, "name") or "",
+            quota_units=_text(body, "quota_units") or "requests",
+            quota_model=_text(body, "quota_model"),
         )
         note = "Store the key now; it is not shown again."
         return {"key": secret, "record": record, "note": note}

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sampan.errors import Forbidden, SampanError, Unauthorized
+from sampan.errors import Forbidden, RateLimited, SampanError, Unauthorized
 from sampan.platform.keys import KeyInfo, Keys
 from sampan.platform.limits import Limiter
 from sampan.platform.metering import UsageRecorder
@@ -99,6 +99,40 @@ class Gate:
         self.recorder.db.close()
 
 
+def split_limits(key: KeyInfo, model: str) -> tuple[KeyInfo, KeyInfo | None]:
+    """(the limits charged before the call, those charged once its units are known).
+
+    The rate limit counts calls, so it is always charged up front. Quotas count calls too, and
+    go with it, unless they count the task's units (images, tokens): then they are charged
+    when the handler has decoded the input. Quotas restricted to a model pattern do not count
+    calls to other models."""
+    has_quota = key.quota_day is not None or key.quota_month is not None
+    if not has_quota or not key.quotas_apply_to(model):
+        return replace(key, quota_day=None, quota_month=None), None
+    if key.quota_units == "units":
+        return replace(key, quota_day=None, quota_month=None), replace(key, rate_per_s=None)
+    return key, None
+
+
+def _over(key: KeyInfo, reason: str) -> str:
+    period = {"rate": "rate limit", "day": "daily quota"}.get(reason, "monthly quota")
+    return f"Key {key.prefix} is over its {period}; retry later."
+
+
+def _admission(limiter: Limiter, key: KeyInfo, headers: dict[str, str]) -> Any:
+    async def admit(units: int) -> None:
+        decision = await limiter.charge(key, units)
+        headers.update(decision.headers)
+        if not decision.allowed:
+            raise RateLimited(
+                _over(key, decision.reason) + f" ({units} units asked)",
+                decision.retry_after,
+                decision.headers,
+            )
+
+    return admit
+
+
 async def _answer(send: Send, status: int, message: str, headers: dict[str, str]) -> None:
     body = json.dumps({"error": message}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -125,23 +159,22 @@ class PlatformMiddleware:
         model = need.partition(":")[2] if need.startswith("predict:") else ""
         key: KeyInfo | None = None
         extra: dict[str, str] = {}
+        admit: Any = None
         try:
             if not gate.open:
                 key = await gate.authenticate(presented_key(scope))
                 if need != "any":
                     key.check(need)
                 if model and gate.limiter is not None:
-                    decision = await gate.limiter.charge(key)
-                    extra = decision.headers
+                    upfront, later = split_limits(key, model)
+                    decision = await gate.limiter.charge(upfront)
+                    extra.update(decision.headers)
                     if not decision.allowed:
                         self._meter(key, model, 429, started, scope)
-                        period = {"rate": "rate limit", "day": "daily quota"}.get(
-                            decision.reason, "monthly quota"
-                        )
-                        await _answer(
-                            send, 429, f"Key {key.prefix} is over its {period}; retry later.", extra
-                        )
+                        await _answer(send, 429, _over(key, decision.reason), extra)
                         return
+                    if later is not None:
+                        admit = _admission(gate.limiter, later, extra)
         except Unauthorized as exc:
             await _answer(send, 401, str(exc), {"WWW-Authenticate": "Bearer"})
             return
@@ -155,15 +188,21 @@ class PlatformMiddleware:
         state = scope.setdefault("state", {})
         state["api_key"] = key
         state["admin"] = need == "admin" and key is not None
+        if admit is not None:
+            state["admit"] = admit  # the handler calls it with the call's units, once decoded
         status = 500
-        added = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
 
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if added:
-                    message = {**message, "headers": [*message.get("headers", []), *added]}
+                if extra:
+                    headers = list(message.get("headers", []))
+                    present = {bytes(name).lower() for name, _ in headers}
+                    for name, value in extra.items():
+                        if name.lower().encode() not in present:  # a 429 has its own
+                            headers.append((name.lower().encode(), value.encode()))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -40,6 +40,11 @@ class KeyInfo:
     quota_day: int | None
     quota_month: int | None
     expires_at: dt.datetime | None
+    quota_units: str = "requests"  # what quotas count: calls, or the task's units (images)
+    quota_model: str | None = None  # quotas count only calls to models matching this pattern
+
+    def quotas_apply_to(self, model: str) -> bool:
+        return self.quota_model is None or fnmatch.fnmatchcase(model, self.quota_model)
 
     def allows(self, scope: str) -> bool:
         """scope is 'admin' or 'predict:<model name>'."""
@@ -158,6 +163,8 @@ class Keys:
         quotas: list[str] | None = None,
         expires: str | None = None,
         name: str = "",
+        quota_units: str = "requests",
+        quota_model: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """(the key, shown this once; its record without the secret)."""
         from sqlalchemy import select
@@ -174,6 +181,10 @@ class Keys:
         if burst is not None and burst < 1:
             raise ConfigError("--burst must be at least 1.")
         limits = dict(parse_quota(q) for q in quotas or [])
+        if quota_units not in ("requests", "units"):
+            raise ConfigError(f"--quota-units {quota_units!r}: choose requests or units.")
+        if quota_model is not None and not _SCOPE.match(f"predict:{quota_model}"):
+            raise ConfigError(f"--quota-model {quota_model!r} is not a model name pattern.")
         expires_at = parse_expiry(expires) if expires else None
         prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         with self.db.session() as session:
@@ -190,6 +201,8 @@ class Keys:
                 burst=burst or (max(1, round(rate_per_s)) if rate_per_s else None),
                 quota_day=limits.get("day"),
                 quota_month=limits.get("month"),
+                quota_units=quota_units,
+                quota_model=quota_model,
                 expires_at=expires_at,
             )
             session.add(key)
@@ -208,6 +221,8 @@ class Keys:
             "burst": key.burst,
             "quota_day": key.quota_day,
             "quota_month": key.quota_month,
+            "quota_units": key.quota_units,
+            "quota_model": key.quota_model,
             "created_at": _aware(key.created_at),
             "expires_at": _aware(key.expires_at),
             "revoked_at": _aware(key.revoked_at),
@@ -283,4 +298,6 @@ class Keys:
             quota_day=key.quota_day,
             quota_month=key.quota_month,
             expires_at=expires_at,
+            quota_units=key.quota_units,
+            quota_model=key.quota_model,
         )

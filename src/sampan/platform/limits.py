@@ -128,9 +128,12 @@ class DatabaseLimiter:
     def charge_batch(self, calls: list[tuple[KeyInfo, int]], now: float) -> list[Decision]:
         """Decisions for calls, in order, charged in one transaction."""
         decisions: list[Decision | None] = [None] * len(calls)
-        by_key: dict[str, list[int]] = {}
+        # Grouped by the whole KeyInfo: the gate passes a key with only the limits a charge
+        # applies (the rate up front, quotas in task units later), and two groups of one key
+        # in a transaction see each other's writes.
+        by_key: dict[KeyInfo, list[int]] = {}
         for index, (key, _) in enumerate(calls):
-            by_key.setdefault(key.prefix, []).append(index)
+            by_key.setdefault(key, []).append(index)
         # Core on a plain connection, not the ORM session: this runs on every call, and the
         # ORM's statement handling costs about twice as much here.
         with self.db.engine.begin() as session:

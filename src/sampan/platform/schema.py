@@ -43,6 +43,8 @@ class ApiKey(Base):
     burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quota_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quota_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_units: Mapped[str] = mapped_column(String(16), default="requests")  # or "units"
+    quota_model: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a pattern
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -18,6 +18,7 @@ from sampan.errors import (
     Forbidden,
     NotFoundError,
     PackageError,
+    RateLimited,
     SampanError,
     Unauthorized,
 )
@@ -38,6 +39,7 @@ STATUS = (
     (ConfigError, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (RateLimited, 429),
     (AdminDisabled, 403),
     (PackageError, 422),  # a package in the store that fails verification or cannot load
 )
@@ -46,7 +48,8 @@ HEADERS = {503: {"Retry-After": "1"}, 401: {"WWW-Authenticate": "Bearer"}}
 
 def _error_response(exc: SampanError) -> JSONResponse:
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-    return JSONResponse({"error": str(exc)}, status_code=status, headers=HEADERS.get(status))
+    headers = exc.headers if isinstance(exc, RateLimited) else HEADERS.get(status)
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
 class Extension(Protocol):

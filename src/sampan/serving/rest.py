@@ -112,6 +112,9 @@ def router(host: ModelHost) -> APIRouter:
             rows = await run_in_threadpool(_decode_all, served, raws)
         rows = served.check_rows(rows)
         request.state.model = name
+        admit = getattr(request.state, "admit", None)
+        if admit is not None:  # a quota counted in the task's units (set by the platform)
+            await admit(len(rows))
         served, outputs = await host.submit(served, rows)
         request.state.units, request.state.version = len(rows), served.package.manifest.version
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)

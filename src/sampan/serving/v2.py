@@ -200,6 +200,9 @@ def router(host: ModelHost) -> APIRouter:
                 f"{served.batcher.max_batch_size}; split it."
             )
         request.state.model = name
+        admit = getattr(request.state, "admit", None)
+        if admit is not None:  # a quota counted in the task's units (set by the platform)
+            await admit(len(rows))
         served, outputs = await host.submit(served, rows)
         request.state.units, request.state.version = len(rows), served.package.manifest.version
         result: dict[str, Any] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,19 @@ def resnet18_onnx(home: Path, size: int, val_fraction: float = 0.5) -> tuple[Any
         store=store,
     )
     return export(trained.package.ref, "onnx", store=store, samples=64), data
+
+
+def timed(
+    fn: Callable[[Any], Any], batch: Any, seconds: float, warmup: int = 2, min_calls: int = 5
+) -> list[float]:
+    """Seconds per call of fn(batch): warm-up calls first, then calls for `seconds` (at least
+    min_calls of them)."""
+    for _ in range(warmup):
+        fn(batch)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < min_calls:
+        started = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - started)
+    return times

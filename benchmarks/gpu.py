@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import timed
 
 import sampan
 from sampan.compress import compress
@@ -40,18 +41,10 @@ from sampan.runtime.engine import create_engine
 from sampan.store import Store
 
 
-def timed(fn, batch: np.ndarray, seconds: float) -> list[float]:
-    for _ in range(5):
-        fn(batch)
-    times = []
-    deadline = time.perf_counter() + seconds
+def gpu_timed(fn, batch: np.ndarray, seconds: float) -> list[float]:
     # At least 200 calls: a GPU call takes about a millisecond, and fewer leave the medians
     # at the mercy of a busy host.
-    while time.perf_counter() < deadline or len(times) < 200:
-        started = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - started)
-    return times
+    return timed(fn, batch, seconds, warmup=5, min_calls=200)
 
 
 def main() -> None:
@@ -154,7 +147,7 @@ def main() -> None:
             samples: dict[str, list[float]] = {k: [] for k in calls}
             for _ in range(args.rounds):
                 for key, fn in calls.items():
-                    samples[key] += timed(fn, batch, args.seconds)
+                    samples[key] += gpu_timed(fn, batch, args.seconds)
             ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
             print(f"resnet18 @ {args.size} px, batch {size}, median of {args.rounds} rounds")
             for key, value in ms.items():

@@ -20,27 +20,14 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _common import resnet18_onnx
+from _common import resnet18_onnx, timed
 
 from sampan.compress import compress
 from sampan.runtime.engine import available_backends, create_engine
 from sampan.store import Store
-
-
-def timed(fn, batch: np.ndarray, seconds: float) -> list[float]:
-    for _ in range(2):
-        fn(batch)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        started = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def build_packages(home: Path, size: int) -> tuple[str, str, dict]:

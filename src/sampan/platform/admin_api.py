@@ -15,45 +15,23 @@ from fastapi import APIRouter, Request
 from sampan.errors import DataError, Forbidden
 from sampan.platform.db import Database
 from sampan.platform.keys import Keys
+from sampan.serving.admin import json_body
 
-APP_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
-                }
-            }
-        },
-    }
-}
-KEY_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["app", "scopes"],
-                    "properties": {
-                        "app": {"type": "string"},
-                        "scopes": {"type": "array", "items": {"type": "string"}},
-                        "rate": {"type": "string", "example": "20/s"},
-                        "burst": {"type": "integer"},
-                        "quotas": {"type": "array", "items": {"type": "string"}},
-                        "expires": {"type": "string", "example": "30d"},
-                        "name": {"type": "string"},
-                        "quota_units": {"type": "string", "enum": ["requests", "units"]},
-                        "quota_model": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
+STRING = {"type": "string"}
+STRINGS = {"type": "array", "items": STRING}
+APP_BODY = json_body(["name"], name=STRING, description=STRING)
+KEY_BODY = json_body(
+    ["app", "scopes"],
+    app=STRING,
+    scopes=STRINGS,
+    rate={"type": "string", "example": "20/s"},
+    burst={"type": "integer"},
+    quotas=STRINGS,
+    expires={"type": "string", "example": "30d"},
+    name=STRING,
+    quota_units={"type": "string", "enum": ["requests", "units"]},
+    quota_model=STRING,
+)
 
 
 def _admin(request: Request, db: Database) -> Keys:

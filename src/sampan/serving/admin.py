@@ -21,22 +21,13 @@ class AdminDisabled(SampanError):
     """The server was started without an admin token."""
 
 
-LOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "model": {"type": "string", "description": "NAME or NAME@VERSION"}
-                    },
-                }
-            }
-        },
-    }
-}
+def json_body(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra for a route that reads a JSON object itself (so FastAPI does not)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+LOAD_BODY = json_body(["model"], model={"type": "string", "description": "NAME or NAME@VERSION"})
 
 
 def _authorize(host: ModelHost, request: Request) -> None:

@@ -98,6 +98,10 @@ def test_an_admin_key_loads_models(serve_home, database_url):
         r = httpx.post(url, json={"model": int8_ref}, headers={"X-API-Key": admin}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["loaded"]["version"] == int(int8_ref.split("@")[1])
+        entries = httpx.get(f"{running.url}/v1/admin/audit", headers={"X-API-Key": admin})
+    assert entries.json()["entries"][0]["action"] == "model.load"
+    assert entries.json()["entries"][0]["target"] == int8_ref
+    assert entries.json()["entries"][0]["actor"] == f"key:{admin.split('_')[1]}"
 
 
 def test_open_mode_needs_no_key_and_still_meters(serve_home, database_url, digits_holdout):

@@ -133,6 +133,20 @@ def _admission(limiter: Limiter, key: KeyInfo, headers: dict[str, str]) -> Any:
     return admit
 
 
+def _auditor(db: Any, key: KeyInfo) -> Any:
+    async def audit(action: str, target: str) -> None:
+        await asyncio.to_thread(write_audit, db, f"key:{key.prefix}", action, target)
+
+    return audit
+
+
+def write_audit(db: Any, actor: str, action: str, target: str, **detail: Any) -> None:
+    from sampan.platform.schema import AuditEntry
+
+    with db.session() as session:
+        session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+
+
 async def _answer(send: Send, status: int, message: str, headers: dict[str, str]) -> None:
     body = json.dumps({"error": message}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -190,6 +204,8 @@ class PlatformMiddleware:
         state["admin"] = need == "admin" and key is not None
         if admit is not None:
             state["admit"] = admit  # the handler calls it with the call's units, once decoded
+        if key is not None and need == "admin" and gate.keys is not None:
+            state["audit"] = _auditor(gate.keys.db, key)
         status = 500
 
         async def capture(message: Message) -> None:

@@ -63,6 +63,14 @@ async def _ref(request: Request) -> str:
     return ref
 
 
+async def _audit(request: Request, action: str, target: str) -> None:
+    """Record an admin action where the server keeps an audit log (the platform puts an
+    `audit` callable in the request's state; a server without it logs nothing here)."""
+    audit = getattr(request.state, "audit", None)
+    if audit is not None:
+        await audit(action, target)
+
+
 def router(host: ModelHost) -> APIRouter:
     api = APIRouter(tags=["admin"])
 
@@ -74,12 +82,14 @@ def router(host: ModelHost) -> APIRouter:
     async def load_model(request: Request) -> dict[str, Any]:
         _authorize(host, request)
         served = await host.load(await _ref(request))
+        await _audit(request, "model.load", served.package.ref)
         return {"loaded": served.describe()}
 
     @api.delete("/v1/admin/models/{name}", summary="Unload a model (its queue drains first)")
     async def unload_model(name: str, request: Request) -> dict[str, Any]:
         _authorize(host, request)
         await host.unload(name)
+        await _audit(request, "model.unload", name)
         return {"unloaded": name}
 
     return api

@@ -14,6 +14,7 @@ from sampan.cli import (
     devices,
     evaluate,
     export,
+    importer,
     models,
     packages,
     platform,
@@ -42,6 +43,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(packages.app, name="packages")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(importer.app, name="import")
 app.add_typer(platform.apps, name="apps")
 app.add_typer(platform.keys, name="keys")
 app.command("usage")(platform.usage)

@@ -92,6 +92,11 @@ def export_onnx(
 
     task = get_task(package.manifest.task)
     contract = package.manifest.preprocessing
+    if isinstance(task.input_spec(contract), dict):
+        raise ExportError(
+            f"ONNX export of {package.manifest.task} packages (several inputs, a sequence "
+            "axis) is not built yet; run them on the torch backend."
+        )
     reference = reference_samples(package, data, split="val", limit=samples)
     batch = task.collate(reference.inputs, contract)
     network = build_from_package(package)

@@ -26,9 +26,15 @@ class Backend(ABC):
 
     def __init__(self, package: Package, device: str | None = None, **options: Any) -> None:
         self.package = package
-        shape, dtype = get_task(package.manifest.task).input_spec(package.manifest.preprocessing)
-        self.input_shape: tuple[int, ...] = tuple(shape)
-        self.input_dtype = np.dtype(dtype)
+        spec = get_task(package.manifest.task).input_spec(package.manifest.preprocessing)
+        # One input: (shape of a sample, dtype). Several (text: ids and mask): a dict of them,
+        # -1 marking an axis of any length (the sequence).
+        self.named_inputs: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
+        if isinstance(spec, dict):
+            self.named_inputs = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in spec.items()}
+            spec = next(iter(spec.values()))
+        self.input_shape: tuple[int, ...] = tuple(spec[0])
+        self.input_dtype = np.dtype(spec[1])
 
     @classmethod
     def can_run(cls, package: Package) -> bool:
@@ -43,8 +49,11 @@ class Backend(ABC):
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def check(self, batch: Any) -> np.ndarray:
-        """A DataError naming what is wrong, unless batch is (N, *input_shape) of input_dtype."""
+    def check(self, batch: Any) -> Any:
+        """A DataError naming what is wrong, unless batch is (N, *input_shape) of input_dtype
+        (or, for several inputs, a dict of such arrays with one N)."""
+        if self.named_inputs is not None:
+            return self._check_named(batch)
         if not isinstance(batch, np.ndarray):
             raise DataError(f"A batch must be a numpy array, not {type(batch).__name__}.")
         if batch.dtype != self.input_dtype:
@@ -58,6 +67,29 @@ class Backend(ABC):
             )
         if batch.shape[0] == 0:
             raise DataError("The batch is empty: give at least one input.")
+        return batch
+
+    def _check_named(self, batch: Any) -> dict[str, np.ndarray]:
+        assert self.named_inputs is not None
+        if not isinstance(batch, dict) or set(batch) != set(self.named_inputs):
+            raise DataError(
+                f"{self.package.ref} takes a dict of arrays named {', '.join(self.named_inputs)}."
+            )
+        rows = {len(v) if isinstance(v, np.ndarray) else -1 for v in batch.values()}
+        for name, (shape, dtype) in self.named_inputs.items():
+            value = batch[name]
+            if not isinstance(value, np.ndarray) or value.dtype != dtype:
+                raise DataError(f"Input {name!r} must be a numpy array of {dtype}.")
+            fits = value.ndim == len(shape) + 1 and all(
+                want in (-1, got) for want, got in zip(shape, value.shape[1:])
+            )
+            if not fits:
+                raise DataError(
+                    f"Input {name!r} has shape {value.shape}; {self.package.ref} takes "
+                    f"(N, {', '.join('any' if d == -1 else str(d) for d in shape)})."
+                )
+        if len(rows) != 1 or rows == {0}:
+            raise DataError("The inputs must hold the same number of rows, at least one.")
         return batch
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

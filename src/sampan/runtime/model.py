@@ -21,6 +21,7 @@ class Model:
         self.package = package
         self.engine = engine
         self.task = task
+        self._contract = task.bind(package.manifest.preprocessing, package.path)
 
     @property
     def labels(self) -> list[str]:
@@ -28,7 +29,7 @@ class Model:
 
     @property
     def contract(self) -> dict[str, Any]:
-        return self.package.manifest.preprocessing
+        return self._contract
 
     def _decoded(self, inputs: Any) -> list[Any]:
         return [self.task.decode(raw, self.contract) for raw in self.task.as_inputs(inputs)]

@@ -132,6 +132,11 @@ class ModelHost:
             create_engine(package, backend=backend, device=s.device, **options)
             for _ in range(s.instances)
         ]
+        if engines[0].named_inputs is not None:
+            raise ConfigError(
+                f"{package.ref} is a {package.manifest.task} package; serving tasks with "
+                "several inputs (text) is not built yet: use sampan.load() in Python."
+            )
         name = package.manifest.name
         stats = BatchStats(
             on_batch=lambda rows, secs: (

@@ -88,8 +88,14 @@ class Task(ABC):
         """One raw input (path, bytes, array...) into one decoded sample."""
 
     @abstractmethod
-    def input_spec(self, contract: dict[str, Any]) -> tuple[tuple[int, ...], str]:
-        """(shape of one collated sample, dtype) that the network takes."""
+    def input_spec(self, contract: dict[str, Any]) -> Any:
+        """(shape of one collated sample, dtype) that the network takes; for several inputs a
+        dict name -> (shape, dtype), -1 marking an axis of any length."""
+
+    def bind(self, contract: dict[str, Any], package_dir: Path) -> dict[str, Any]:
+        """The contract with what it names inside the package loaded (a tokenizer, say), for
+        decode and collate to use. Default: the contract as it is."""
+        return contract
 
     @abstractmethod
     def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:

@@ -175,6 +175,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run(self._outputs, {self._input: batch})[0]
+            feed = batch if isinstance(batch, dict) else {self._input: batch}
+            return self.session.run(self._outputs, feed)[0]
         except Exception as exc:  # InvalidArgument and friends: report, never crash
             raise DataError(f"onnxruntime refused the batch: {exc}".replace("\n", " ")) from None

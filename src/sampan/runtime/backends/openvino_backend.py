@@ -89,6 +89,7 @@ class OpenVINOBackend(Backend):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return np.array(self._request.infer([batch])[self._output], copy=True)
+            feed = batch if isinstance(batch, dict) else [batch]
+            return np.array(self._request.infer(feed)[self._output], copy=True)
         except Exception as exc:  # shape errors and friends: report, never crash
             raise DataError(f"OpenVINO refused the batch: {exc}".splitlines()[0]) from None

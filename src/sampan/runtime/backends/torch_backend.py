@@ -76,6 +76,15 @@ class TorchBackend(Backend):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
+            if isinstance(batch, dict):  # several named inputs (text: ids and mask)
+                named = {
+                    k: torch.from_numpy(np.ascontiguousarray(v)).to(self._device)
+                    for k, v in batch.items()
+                }
+                with torch.autocast(
+                    self._device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None
+                ):
+                    return self.network(**named).float().cpu().numpy()
             inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
             if self._amp_dtype is None:
                 return self.network(inputs).float().cpu().numpy()

@@ -1,0 +1,1 @@
+"""Importers: pretrained models from other formats into sampan packages."""

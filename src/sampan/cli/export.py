@@ -22,8 +22,13 @@ def export(
 
     exported = run_export(package, fmt, name=name, opset=opset, data=data, atol=atol)
     report = exported.manifest.exports[fmt]["parity"]
+    agreement = (
+        f"top-1 agreement {report['top1_agreement']:.4f}"
+        if "top1_agreement" in report
+        else f"lowest cosine {report['min_cosine']:.6f}"
+    )
     console.print(
         f"parity on {report['samples']} real samples: max abs diff "
-        f"{report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.4f}"
+        f"{report['max_abs_diff']:.2e}, {agreement}"
     )
     console.print(f"Package [bold]{exported.ref}[/] ({fmt}) written to {exported.path}")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sampan.errors import CompressionError, PackageError
-from sampan.export.base import derived_fields
+from sampan.export.base import copy_contract_files, derived_fields
 from sampan.export.onnx import ONNX_FILE
 from sampan.package import Package
 from sampan.registry import Registry
@@ -179,13 +179,19 @@ def compress(
         )
     quantizer = QUANTIZERS.get(method)
     precision = PRECISION.get(method, "int8")
-    validation = reference_samples(parent, data, split="val")
     task = get_task(parent.manifest.task)
+    if isinstance(task.input_spec(parent.manifest.preprocessing), dict):
+        raise CompressionError(
+            f"Compressing {parent.manifest.task} packages needs their evaluation (similarity "
+            "on labelled pairs) to gate the accuracy, and that is not built yet."
+        )
+    validation = reference_samples(parent, data, split="val")
     before, _ = _accuracy(fp32, parent, validation)
     entry: dict[str, Any] = {}
     after_metrics: dict[str, Any] = {}
 
     def write(folder: Path) -> None:
+        copy_contract_files(parent, folder)
         target = folder / ONNX_FILE
         details = quantizer(fp32, target, parent, calib=calib, samples=samples)
         after, outputs = _accuracy(target, parent, validation)

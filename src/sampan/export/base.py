@@ -21,6 +21,14 @@ def _load() -> None:
     import sampan.export.onnx  # noqa: F401  (registers the built-in exporters)
 
 
+def copy_contract_files(parent: Package, folder: Path) -> None:
+    """Copy the files the preprocessing contract names (a tokenizer, say) into a derived
+    version, which preprocesses with the same contract."""
+    for value in parent.manifest.preprocessing.values():
+        if isinstance(value, str) and value in parent.manifest.files:
+            shutil.copyfile(parent.file(value), folder / value)
+
+
 def derived_fields(parent: Package, operation: str, **changes: Any) -> dict[str, Any]:
     """Manifest fields of a new version made from parent: same model, lineage naming parent."""
     m = parent.manifest
@@ -60,6 +68,7 @@ def export(
         entry.update(exporter(parent, folder, **options))
         if parent.has_weights:
             shutil.copyfile(parent.weights_path, folder / WEIGHTS)
+        copy_contract_files(parent, folder)
 
     fields = derived_fields(parent, f"export:{fmt}")
     fields["exports"][fmt] = entry  # filled by write() before the manifest is written

@@ -83,6 +83,20 @@ class TextEmbedding(Task):
             mask[row, : len(encoding.ids)] = encoding.attention_mask
         return {"input_ids": ids, "attention_mask": mask}
 
+    @staticmethod
+    def parity_inputs() -> list[str]:
+        """Texts of varied length (so padding is exercised) that an export is checked on."""
+        return [
+            "Pump 3 vibrates.",
+            "The bearing temperature has been rising for two hours and is near its alarm limit.",
+            "Invoice overdue",
+            "Quality control rejected twelve parts from the morning shift because of burrs.",
+            "Shipment delayed by the storm; new arrival Friday at gate 4.",
+            "ok",
+            "An unusual noise at start-up, then normal operation.",
+            "Please sign the purchase order before the end of the quarter.",
+        ]
+
     def postprocess(
         self, outputs: np.ndarray, labels: Sequence[str], top_k: int
     ) -> list[dict[str, Any]]:

@@ -209,3 +209,32 @@ def test_a_closed_batcher_finishes_what_it_holds_and_refuses_the_rest():
         return [float(r[0, 0]) for r in await asyncio.gather(*held)]
 
     assert run(main()) == [0.0, 2.0, 4.0]
+
+
+def test_named_rows_of_different_lengths_are_padded_into_one_batch():
+    from sampan.serving.batcher import count_rows, merge_rows
+
+    seen = []
+
+    def engine(batch):  # sums each row's ids, where the mask says they are real
+        seen.append({k: v.shape for k, v in batch.items()})
+        return (batch["ids"] * batch["mask"]).sum(1, keepdims=True).astype(np.float32)
+
+    def request(*rows):
+        width = max(len(r) for r in rows)
+        ids = np.array([list(r) + [0] * (width - len(r)) for r in rows], dtype=np.int64)
+        mask = np.array([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=np.int64)
+        return {"ids": ids, "mask": mask}
+
+    async def main():
+        batcher = Batcher([engine], max_batch_size=8, max_wait_ms=50, adaptive_wait=False)
+        await batcher.start()
+        calls = [request([1, 2]), request([5, 5, 5, 5], [1]), request([7])]
+        out = await asyncio.gather(*(batcher.submit(c) for c in calls))
+        await batcher.stop()
+        return [o[:, 0].tolist() for o in out]
+
+    assert run(main()) == [[3.0], [20.0, 1.0], [7.0]]
+    assert seen == [{"ids": (4, 4), "mask": (4, 4)}]  # one batch, padded to the longest
+    merged = merge_rows([request([1]), request([1, 2, 3])])
+    assert count_rows(merged) == 2 and merged["mask"].tolist() == [[1, 0, 0], [1, 1, 1]]

@@ -9,7 +9,6 @@ import pytest
 import sampan
 from sampan.errors import (
     CompressionError,
-    ConfigError,
     DataError,
     NotFoundError,
     PackageError,
@@ -126,16 +125,6 @@ def test_onnx_export_runs_on_onnxruntime_like_torch(imported):
     assert out.stdout.split() == ["(1,", "384)", "False"]
 
 
-def test_text_packages_are_not_served_yet(imported):
-    from sampan.serving.host import ModelHost, ServeSettings
-    from sampan.serving.metrics import Metrics
-
-    home, ref = imported
-    host = ModelHost(ServeSettings(backend="torch"), Metrics(), Store(home))
-    with pytest.raises(ConfigError, match="not built yet"):
-        host._build(ref)
-
-
 def test_text_compression_waits_for_pair_evaluation(imported):
     from sampan.compress import compress
     from sampan.export import export
@@ -144,3 +133,38 @@ def test_text_compression_waits_for_pair_evaluation(imported):
     exported = export(ref, "onnx", store=Store(home))
     with pytest.raises(CompressionError, match="not built yet"):
         compress(exported.ref, method="dynamic", store=Store(home))
+
+
+def test_the_server_embeds_texts_and_batches_different_lengths(imported):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from tests.serving.conftest import RunningServer, free_port
+
+    home, ref = imported
+    expected = sampan.load(ref, backend="torch", store=Store(home)).outputs(SENTENCES[:12])
+    settings = ServeSettings(backend="torch", max_wait_ms=20)
+    with RunningServer(build_app([ref], settings, Store(home)), free_port()) as running:
+        url = f"{running.url}/v1/models/minilm:predict"
+
+        def embed(i: int) -> list[float]:
+            # one short and one long text per request: batches mix sequence lengths
+            body = {"instances": [SENTENCES[i], SENTENCES[i + 6] + " and more words" * i]}
+            answer = httpx.post(url, json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["predictions"][0]["embedding"]
+
+        with ThreadPoolExecutor(6) as pool:
+            got = np.array(list(pool.map(embed, range(6))))
+        bad = httpx.post(url, json={"instances": [""]})
+        assert bad.status_code == 400 and "empty" in bad.json()["error"]
+        assert httpx.post(url, json={"instances": [3]}).status_code == 400
+        v2 = httpx.post(
+            f"{running.url}/v2/models/minilm/infer",
+            json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]},
+        )
+        assert v2.status_code == 400 and ":predict" in v2.json()["error"]
+    assert np.abs(got - expected[:6]).max() < 1e-5

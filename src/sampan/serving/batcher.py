@@ -22,10 +22,33 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sampan.errors import ConfigError, SampanError
+
+
+def count_rows(rows: Any) -> int:
+    """Rows in a request: an array's first axis, or that of a dict of named arrays."""
+    if isinstance(rows, dict):
+        return len(next(iter(rows.values())))
+    return len(rows)
+
+
+def merge_rows(parts: list[Any]) -> Any:
+    """Requests' rows into one batch. Named arrays (text: ids and mask) of different sequence
+    lengths are padded with zeros to the longest first; a zero mask hides the padding."""
+    if not isinstance(parts[0], dict):
+        return np.concatenate(parts)
+    merged = {}
+    for name in parts[0]:
+        arrays = [part[name] for part in parts]
+        longest = max(a.shape[1] for a in arrays)
+        merged[name] = np.concatenate(
+            [np.pad(a, [(0, 0), (0, longest - a.shape[1])]) for a in arrays]
+        )
+    return merged
 
 
 class Overloaded(SampanError):
@@ -145,9 +168,9 @@ class Batcher:
             raise RuntimeError("Batcher.start() was not called")
         if self._closed:
             raise Retired("This model version is no longer taking requests.")
-        if len(rows) > self.max_batch_size:
+        if count_rows(rows) > self.max_batch_size:
             raise ConfigError(
-                f"A request of {len(rows)} rows is over max_batch_size "
+                f"A request of {count_rows(rows)} rows is over max_batch_size "
                 f"{self.max_batch_size}; split it."
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
@@ -166,7 +189,7 @@ class Batcher:
     async def _collect(self, first: _Item, wait: bool) -> tuple[list[_Item], _Item | None]:
         """The batch starting with first, and an item that did not fit (it goes next)."""
         assert self._queue is not None
-        items, rows = [first], len(first.rows)
+        items, rows = [first], count_rows(first.rows)
         until = time.monotonic() + (self.max_wait if wait else 0.0)
         while rows < self.max_batch_size:
             if self._queue.empty():
@@ -179,10 +202,10 @@ class Batcher:
                     break
             else:
                 nxt = self._queue.get_nowait()
-            if rows + len(nxt.rows) > self.max_batch_size:
+            if rows + count_rows(nxt.rows) > self.max_batch_size:
                 return items, nxt  # keeps its place: first of this worker's next batch
             items.append(nxt)
-            rows += len(nxt.rows)
+            rows += count_rows(nxt.rows)
         return items, None
 
     async def _work(self, fn: BatchFn) -> None:
@@ -220,12 +243,12 @@ class Batcher:
         return live
 
     async def _run(self, loop: asyncio.AbstractEventLoop, fn: BatchFn, items: list[_Item]) -> None:
-        batch = items[0].rows if len(items) == 1 else np.concatenate([i.rows for i in items])
+        batch = items[0].rows if len(items) == 1 else merge_rows([i.rows for i in items])
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._pool, fn, batch)
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"engine returned {len(outputs)} rows for {len(batch)}")
+            if len(outputs) != count_rows(batch):
+                raise RuntimeError(f"engine returned {len(outputs)} rows for {count_rows(batch)}")
         except BaseException as exc:  # every caller of this batch hears of it
             for item in items:
                 if not item.future.done():
@@ -233,10 +256,10 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        self.stats.on_batch(len(batch), time.perf_counter() - started)
+        self.stats.on_batch(count_rows(batch), time.perf_counter() - started)
         offset = 0
         for item in items:
-            k = len(item.rows)
+            k = count_rows(item.rows)
             if not item.future.done():
                 item.future.set_result(outputs[offset : offset + k])
             offset += k

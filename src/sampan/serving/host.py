@@ -52,9 +52,20 @@ class ServedModel:
     def engine(self) -> Backend:
         return self.engines[0]
 
-    def check_rows(self, rows: Any) -> np.ndarray:
+    @property
+    def contract(self) -> dict[str, Any]:
+        """The preprocessing contract with what it names in the package loaded (tokenizer)."""
+        if "contract" not in self.extra:
+            self.extra["contract"] = self.task.bind(
+                self.package.manifest.preprocessing, self.package.path
+            )
+        return dict(self.extra["contract"])
+
+    def check_rows(self, rows: Any) -> Any:
         """Per-request validation, before batching: one bad request must not fail a batch."""
         engine = self.engine
+        if engine.named_inputs is not None:
+            return engine.check(rows)
         if not isinstance(rows, np.ndarray) or rows.dtype != engine.input_dtype:
             raise DataError(f"Inputs must be {engine.input_dtype} tensors.")
         if rows.ndim != len(engine.input_shape) + 1 or rows.shape[1:] != engine.input_shape:
@@ -132,11 +143,6 @@ class ModelHost:
             create_engine(package, backend=backend, device=s.device, **options)
             for _ in range(s.instances)
         ]
-        if engines[0].named_inputs is not None:
-            raise ConfigError(
-                f"{package.ref} is a {package.manifest.task} package; serving tasks with "
-                "several inputs (text) is not built yet: use sampan.load() in Python."
-            )
         name = package.manifest.name
         stats = BatchStats(
             on_batch=lambda rows, secs: (
@@ -152,7 +158,9 @@ class ModelHost:
             max_queue=s.max_queue,
             stats=stats,
         )
-        return ServedModel(package, get_task(package.manifest.task), engines, batcher)
+        served = ServedModel(package, get_task(package.manifest.task), engines, batcher)
+        served.contract  # noqa: B018  (load the tokenizer now, not on the first request)
+        return served
 
     async def load(self, ref: str) -> ServedModel:
         """Load (or replace) a model; the old version drains before it stops."""

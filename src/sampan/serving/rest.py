@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -42,8 +41,8 @@ PREDICT_BODY = {
 # serving.
 
 
-def _decode_all(served: ServedModel, raws: list[Any]) -> np.ndarray:
-    contract = served.package.manifest.preprocessing
+def _decode_all(served: ServedModel, raws: list[Any]) -> Any:
+    contract = served.contract
     samples = [served.task.decode(raw, contract) for raw in raws]
     return served.task.collate(samples, contract)
 

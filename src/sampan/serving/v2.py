@@ -193,6 +193,11 @@ def router(host: ModelHost) -> APIRouter:
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         if not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
             raise DataError(f"{name} takes exactly one input tensor in 'inputs'.")
+        if served.engine.named_inputs is not None:
+            raise DataError(
+                f"{name} takes text; v2 BYTES tensors are not built yet: use "
+                f'POST /v1/models/{name}:predict with {{"instances": ["..."]}}.'
+            )
         rows = served.check_rows(parse_tensor(body["inputs"][0], binary))
         if len(rows) > served.batcher.max_batch_size:
             raise DataError(

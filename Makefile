@@ -52,6 +52,8 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/train_epoch.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/platform_overhead.py
+	$(BIN)/python benchmarks/embeddings.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -168,3 +168,67 @@ def test_the_server_embeds_texts_and_batches_different_lengths(imported):
         )
         assert v2.status_code == 400 and ":predict" in v2.json()["error"]
     assert np.abs(got - expected[:6]).max() < 1e-5
+
+
+def test_the_openai_client_gets_embeddings(imported):
+    openai = pytest.importorskip("openai")
+    import httpx
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from tests.serving.conftest import RunningServer, free_port
+
+    home, ref = imported
+    expected = sampan.load(ref, backend="torch", store=Store(home)).outputs(SENTENCES[:3])
+    app = build_app([ref], ServeSettings(backend="torch"), Store(home))
+    with RunningServer(app, free_port()) as running:
+        client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
+        for encoding in ("float", "base64"):  # the client asks for base64 unless told
+            kwargs = {"encoding_format": encoding} if encoding == "float" else {}
+            answer = client.embeddings.create(model="minilm", input=SENTENCES[:3], **kwargs)
+            got = np.array([d.embedding for d in answer.data])
+            assert np.abs(got - expected).max() < 1e-5
+            assert answer.usage.prompt_tokens > 3 and answer.model == "minilm"
+        single = client.embeddings.create(model="minilm", input="one text", encoding_format="float")
+        assert len(single.data) == 1 and len(single.data[0].embedding) == 384
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="nope", input="x")
+        bad = httpx.post(f"{running.url}/v1/embeddings", json={"model": "minilm", "input": []})
+        assert bad.status_code == 400 and "non-empty list" in bad.json()["error"]
+
+
+def test_embeddings_through_the_gate_check_the_model_in_the_body(imported, tmp_path):
+    import httpx
+
+    from sampan.platform.db import Database
+    from sampan.platform.gate import build_gate
+    from sampan.platform.keys import Keys
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from tests.platform.test_gate import usage_rows
+    from tests.serving.conftest import RunningServer, free_port
+
+    home, ref = imported
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    with Database(url) as db:
+        keys = Keys(db)
+        keys.create_app("search")
+        good, record = keys.create_key("search", ["predict:mini*"], quotas=["2/day"])
+        other, _ = keys.create_key("search", ["predict:digits"])
+    gate = build_gate(Database(url), interval=0.2)
+    app = build_app([ref], ServeSettings(backend="torch"), Store(home), extension=gate)
+    body = {"model": "minilm", "input": ["a pump", "a bearing"], "encoding_format": "float"}
+    with RunningServer(app, free_port()) as running:
+        endpoint = f"{running.url}/v1/embeddings"
+        assert httpx.post(endpoint, json=body).status_code == 401
+        denied = httpx.post(endpoint, json=body, headers={"X-API-Key": other})
+        assert denied.status_code == 403 and "predict:minilm" in denied.json()["error"]
+        codes = [
+            httpx.post(endpoint, json=body, headers={"X-API-Key": good}).status_code
+            for _ in range(3)
+        ]
+        assert codes == [200, 200, 429]
+    with Database(url) as db:
+        rows = [r for r in usage_rows(db) if r[1] == record["prefix"]]
+    assert [(r[2], r[3]) for r in rows] == [("minilm", 200), ("minilm", 200), ("minilm", 429)]
+    assert rows[0][4] > 2  # units: tokens, as embedding APIs count them

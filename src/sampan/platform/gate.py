@@ -24,6 +24,8 @@ from sampan.platform.limits import Limiter
 from sampan.platform.metering import UsageRecorder
 
 OPEN_PATHS = ("/v2/health/", "/metrics", "/openapi.json", "/docs")
+BODY_MODEL_PATHS = ("/v1/embeddings",)  # OpenAI-style: {"model": ...} in the body
+BODY_MODEL = "predict:<body>"
 KEY_CACHE_SECONDS = 5.0  # a revoked key is refused by every process within this time
 
 
@@ -37,6 +39,8 @@ def required_scope(path: str) -> str | None:
         return "predict:" + path[len("/v1/models/") : -len(":predict")]
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         return "predict:" + path[len("/v2/models/") : -len("/infer")].split("/")[0]
+    if path in BODY_MODEL_PATHS:
+        return BODY_MODEL  # the model is named in the body: the handler asks to authorize it
     return "any"
 
 
@@ -133,6 +137,20 @@ def _admission(limiter: Limiter, key: KeyInfo, headers: dict[str, str]) -> Any:
     return admit
 
 
+def _authorizer(limiter: Limiter, key: KeyInfo, headers: dict[str, str]) -> Any:
+    """For routes that name the model in the body: check the scope, then charge the limits
+    (the rate and request quotas, then quotas in units) once the handler knows both."""
+
+    async def authorize(model: str, units: int) -> None:
+        key.check(f"predict:{model}")
+        upfront, later = split_limits(key, model)
+        await _admission(limiter, upfront, headers)(1)
+        if later is not None:
+            await _admission(limiter, later, headers)(units)
+
+    return authorize
+
+
 def _auditor(db: Any, key: KeyInfo) -> Any:
     async def audit(action: str, target: str) -> None:
         await asyncio.to_thread(write_audit, db, f"key:{key.prefix}", action, target)
@@ -170,14 +188,15 @@ class PlatformMiddleware:
             await self.app(scope, receive, send)
             return
         gate, started = self.gate, time.perf_counter()
-        model = need.partition(":")[2] if need.startswith("predict:") else ""
+        by_body = need == BODY_MODEL
+        model = need.partition(":")[2] if need.startswith("predict:") and not by_body else ""
         key: KeyInfo | None = None
         extra: dict[str, str] = {}
         admit: Any = None
         try:
             if not gate.open:
                 key = await gate.authenticate(presented_key(scope))
-                if need != "any":
+                if need not in ("any", BODY_MODEL):
                     key.check(need)
                 if model and gate.limiter is not None:
                     upfront, later = split_limits(key, model)
@@ -204,6 +223,8 @@ class PlatformMiddleware:
         state["admin"] = need == "admin" and key is not None
         if admit is not None:
             state["admit"] = admit  # the handler calls it with the call's units, once decoded
+        if by_body and key is not None and gate.limiter is not None:
+            state["authorize"] = _authorizer(gate.limiter, key, extra)
         if key is not None and need == "admin" and gate.keys is not None:
             state["audit"] = _auditor(gate.keys.db, key)
         status = 500
@@ -224,8 +245,8 @@ class PlatformMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            if model:
-                self._meter(key, model, status, started, scope)
+            if model or by_body:
+                self._meter(key, model or str(state.get("model", "-")), status, started, scope)
 
     def _meter(
         self, key: KeyInfo | None, model: str, status: int, started: float, scope: Scope

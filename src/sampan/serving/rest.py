@@ -112,10 +112,11 @@ def router(host: ModelHost) -> APIRouter:
         rows = served.check_rows(rows)
         request.state.model = name
         admit = getattr(request.state, "admit", None)
+        units = served.task.units(rows)
         if admit is not None:  # a quota counted in the task's units (set by the platform)
-            await admit(len(rows))
+            await admit(units)
         served, outputs = await host.submit(served, rows)
-        request.state.units, request.state.version = len(rows), served.package.manifest.version
+        request.state.units, request.state.version = units, served.package.manifest.version
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
         return {
             "model": name,

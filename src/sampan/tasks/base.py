@@ -92,6 +92,13 @@ class Task(ABC):
         """(shape of one collated sample, dtype) that the network takes; for several inputs a
         dict name -> (shape, dtype), -1 marking an axis of any length."""
 
+    def units(self, batch: Any) -> int:
+        """What a collated batch counts for usage and quotas in task units: its rows (images);
+        tasks with a better unit (text: tokens) say so."""
+        if isinstance(batch, dict):
+            return len(next(iter(batch.values())))
+        return len(batch)
+
     def bind(self, contract: dict[str, Any], package_dir: Path) -> dict[str, Any]:
         """The contract with what it names inside the package loaded (a tokenizer, say), for
         decode and collate to use. Default: the contract as it is."""

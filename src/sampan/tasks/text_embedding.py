@@ -83,6 +83,10 @@ class TextEmbedding(Task):
             mask[row, : len(encoding.ids)] = encoding.attention_mask
         return {"input_ids": ids, "attention_mask": mask}
 
+    def units(self, batch: Any) -> int:
+        """Tokens, as embedding APIs count them."""
+        return int(batch["attention_mask"].sum())
+
     @staticmethod
     def parity_inputs() -> list[str]:
         """Texts of varied length (so padding is exercised) that an export is checked on."""

@@ -1,0 +1,86 @@
+"""OpenAI-compatible routes, for tasks that fit them: `POST /v1/embeddings` for text-embedding
+packages, so OpenAI client libraries work pointed at sampan (base_url=http://host:port/v1)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from sampan.errors import DataError
+from sampan.serving.admin import json_body
+from sampan.serving.host import ModelHost
+
+EMBEDDINGS_BODY = json_body(
+    ["model", "input"],
+    model={"type": "string"},
+    input={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    encoding_format={"type": "string", "enum": ["float", "base64"]},
+)
+
+
+def _texts(value: Any, limit: int) -> list[str]:
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise DataError("'input' must be a string or a non-empty list of strings.")
+    if len(texts) > limit:
+        raise DataError(f"{len(texts)} inputs is over this model's limit of {limit}; split them.")
+    return texts
+
+
+def router(host: ModelHost) -> APIRouter:
+    api = APIRouter(tags=["openai-compatible"])
+
+    @api.post(
+        "/v1/embeddings", summary="Embeddings (OpenAI-compatible)", openapi_extra=EMBEDDINGS_BODY
+    )
+    async def embeddings(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError('Send JSON: {"model": "NAME", "input": ["text", ...]}.') from None
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            raise DataError("The body must name a 'model'.")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise DataError("'encoding_format' must be float or base64.")
+        served = host.get(body["model"])
+        if served.task.name != "text-embedding":
+            raise DataError(f"{served.name} is a {served.task.name} model, not an embedding model.")
+        texts = _texts(body.get("input"), served.batcher.max_batch_size)
+        request.state.model = served.name
+
+        def prepare() -> Any:
+            contract = served.contract
+            return served.task.collate([served.task.decode(t, contract) for t in texts], contract)
+
+        rows = served.check_rows(await run_in_threadpool(prepare))
+        tokens = served.task.units(rows)
+        authorize = getattr(request.state, "authorize", None)
+        if authorize is not None:  # the platform: scope and limits for the model in the body
+            await authorize(served.name, tokens)
+        served, outputs = await host.submit(served, rows)
+        request.state.units, request.state.version = tokens, served.package.manifest.version
+        vectors = np.asarray(outputs, dtype=np.float32)
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                if encoding == "base64"
+                else v.tolist(),
+            }
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": served.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    return api

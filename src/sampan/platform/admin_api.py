@@ -7,7 +7,6 @@ calling key's prefix as the actor.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +14,7 @@ from fastapi import APIRouter, Request
 from sampan.errors import DataError, Forbidden
 from sampan.platform.db import Database
 from sampan.platform.keys import Keys
-from sampan.serving.admin import json_body
+from sampan.serving.admin import json_body, read_json_object
 
 STRING = {"type": "string"}
 STRINGS = {"type": "array", "items": STRING}
@@ -42,13 +41,7 @@ def _admin(request: Request, db: Database) -> Keys:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError("The body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise DataError("The body must be a JSON object.")
-    return body
+    return await read_json_object(request, "a JSON object")
 
 
 def _text(body: dict[str, Any], name: str, required: bool = False) -> Any:

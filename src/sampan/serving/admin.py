@@ -27,6 +27,21 @@ def json_body(required: list[str], **properties: dict[str, Any]) -> dict[str, An
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+async def read_json_object(request: Request, example: str) -> dict[str, Any]:
+    """The request's JSON object, or a DataError saying what to send (example)."""
+    import json
+
+    from sampan.errors import DataError
+
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"The body is not valid JSON; send {example}.") from None
+    if not isinstance(body, dict):
+        raise DataError(f"The body must be a JSON object: {example}.")
+    return body
+
+
 LOAD_BODY = json_body(["model"], model={"type": "string", "description": "NAME or NAME@VERSION"})
 
 
@@ -45,15 +60,10 @@ def _authorize(host: ModelHost, request: Request) -> None:
 
 
 async def _ref(request: Request) -> str:
-    import json
-
     from sampan.errors import DataError
 
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError('The body is not valid JSON; send {"model": "NAME[@VERSION]"}.') from None
-    ref = body.get("model") if isinstance(body, dict) else None
+    body = await read_json_object(request, '{"model": "NAME[@VERSION]"}')
+    ref = body.get("model")
     if not isinstance(ref, str) or not ref:
         raise DataError('The body must be {"model": "NAME[@VERSION]"}.')
     name, _, version = ref.partition("@")

@@ -4,7 +4,6 @@ packages, so OpenAI client libraries work pointed at sampan (base_url=http://hos
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
-from sampan.serving.admin import json_body
+from sampan.serving.admin import json_body, read_json_object
 from sampan.serving.host import ModelHost
 
 EMBEDDINGS_BODY = json_body(
@@ -39,11 +38,8 @@ def router(host: ModelHost) -> APIRouter:
         "/v1/embeddings", summary="Embeddings (OpenAI-compatible)", openapi_extra=EMBEDDINGS_BODY
     )
     async def embeddings(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError('Send JSON: {"model": "NAME", "input": ["text", ...]}.') from None
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        body = await read_json_object(request, '{"model": "NAME", "input": ["text", ...]}')
+        if not isinstance(body.get("model"), str):
             raise DataError("The body must name a 'model'.")
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
+from sampan.serving.admin import read_json_object
 from sampan.serving.host import ModelHost, ServedModel
 
 PREDICT_BODY = {
@@ -59,11 +59,8 @@ async def _inputs(request: Request, served: ServedModel) -> tuple[list[Any], int
         if not raws:
             raise DataError("The multipart request holds no file; send the image as 'file'.")
         return raws, top_k
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError('The body is not valid JSON; send {"instances": [...]}.') from None
-    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+    body = await read_json_object(request, '{"instances": [...]}')
+    if not isinstance(body.get("instances"), list):
         raise DataError('The body must be {"instances": [...]} (or a multipart file upload).')
     if not body["instances"]:
         raise DataError("instances is empty: send at least one.")

@@ -9,11 +9,12 @@ switch for one server.
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from sampan.errors import SampanError, Unauthorized
+from sampan.errors import DataError, SampanError, Unauthorized
 from sampan.serving.host import ModelHost, check_model_name
 
 
@@ -29,10 +30,6 @@ def json_body(required: list[str], **properties: dict[str, Any]) -> dict[str, An
 
 async def read_json_object(request: Request, example: str) -> dict[str, Any]:
     """The request's JSON object, or a DataError saying what to send (example)."""
-    import json
-
-    from sampan.errors import DataError
-
     try:
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -60,8 +57,6 @@ def _authorize(host: ModelHost, request: Request) -> None:
 
 
 async def _ref(request: Request) -> str:
-    from sampan.errors import DataError
-
     body = await read_json_object(request, '{"model": "NAME[@VERSION]"}')
     ref = body.get("model")
     if not isinstance(ref, str) or not ref:

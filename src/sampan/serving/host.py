@@ -52,14 +52,10 @@ class ServedModel:
     def engine(self) -> Backend:
         return self.engines[0]
 
-    @property
+    @functools.cached_property
     def contract(self) -> dict[str, Any]:
         """The preprocessing contract with what it names in the package loaded (tokenizer)."""
-        if "contract" not in self.extra:
-            self.extra["contract"] = self.task.bind(
-                self.package.manifest.preprocessing, self.package.path
-            )
-        return dict(self.extra["contract"])
+        return self.task.bind(self.package.manifest.preprocessing, self.package.path)
 
     def check_rows(self, rows: Any) -> Any:
         """Per-request validation, before batching: one bad request must not fail a batch."""
@@ -186,6 +182,20 @@ class ModelHost:
         served.batcher.close()
         await served.batcher.drain(self.settings.timeout_s)
         await served.batcher.stop()
+
+    async def submit_call(
+        self, served: ServedModel, rows: Any, state: Any
+    ) -> tuple[ServedModel, Any]:
+        """submit() for one HTTP call: first charge quotas counted in task units (the
+        platform's `admit` hook in the call's state, if any), then note the units and the
+        version that answered in the state, for usage metering."""
+        units = served.task.units(rows)
+        admit = getattr(state, "admit", None)
+        if admit is not None:
+            await admit(units)
+        served, outputs = await self.submit(served, rows)
+        state.units, state.version = units, served.package.manifest.version
+        return served, outputs
 
     async def submit(self, served: ServedModel, rows: np.ndarray) -> tuple[ServedModel, Any]:
         """Run rows through served's batcher; (the model that answered, its outputs).

@@ -55,12 +55,11 @@ def router(host: ModelHost) -> APIRouter:
             return served.task.collate([served.task.decode(t, contract) for t in texts], contract)
 
         rows = served.check_rows(await run_in_threadpool(prepare))
-        tokens = served.task.units(rows)
         authorize = getattr(request.state, "authorize", None)
         if authorize is not None:  # the platform: scope and limits for the model in the body
-            await authorize(served.name, tokens)
-        served, outputs = await host.submit(served, rows)
-        request.state.units, request.state.version = tokens, served.package.manifest.version
+            await authorize(served.name, served.task.units(rows))
+        served, outputs = await host.submit_call(served, rows, request.state)
+        tokens = request.state.units
         vectors = np.asarray(outputs, dtype=np.float32)
         data = [
             {

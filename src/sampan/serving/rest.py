@@ -108,12 +108,7 @@ def router(host: ModelHost) -> APIRouter:
             rows = await run_in_threadpool(_decode_all, served, raws)
         rows = served.check_rows(rows)
         request.state.model = name
-        admit = getattr(request.state, "admit", None)
-        units = served.task.units(rows)
-        if admit is not None:  # a quota counted in the task's units (set by the platform)
-            await admit(units)
-        served, outputs = await host.submit(served, rows)
-        request.state.units, request.state.version = units, served.package.manifest.version
+        served, outputs = await host.submit_call(served, rows, request.state)
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
         return {
             "model": name,

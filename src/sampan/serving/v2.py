@@ -205,12 +205,7 @@ def router(host: ModelHost) -> APIRouter:
                 f"{served.batcher.max_batch_size}; split it."
             )
         request.state.model = name
-        admit = getattr(request.state, "admit", None)
-        units = served.task.units(rows)
-        if admit is not None:  # a quota counted in the task's units (set by the platform)
-            await admit(units)
-        served, outputs = await host.submit(served, rows)
-        request.state.units, request.state.version = units, served.package.manifest.version
+        served, outputs = await host.submit_call(served, rows, request.state)
         result: dict[str, Any] = {
             "model_name": name,
             "model_version": str(served.package.manifest.version),

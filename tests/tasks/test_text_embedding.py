@@ -8,7 +8,7 @@ import pytest
 
 import sampan
 from sampan.errors import (
-    CompressionError,
+    ConfigError,
     DataError,
     NotFoundError,
     PackageError,
@@ -125,14 +125,15 @@ def test_onnx_export_runs_on_onnxruntime_like_torch(imported):
     assert out.stdout.split() == ["(1,", "384)", "False"]
 
 
-def test_text_compression_waits_for_pair_evaluation(imported):
+def test_text_compression_refuses_static_int8(imported):
+    # dynamic INT8, gated by Spearman on pairs, is tested in test_text_eval.py
     from sampan.compress import compress
     from sampan.export import export
 
     home, ref = imported
     exported = export(ref, "onnx", store=Store(home))
-    with pytest.raises(CompressionError, match="not built yet"):
-        compress(exported.ref, method="dynamic", store=Store(home))
+    with pytest.raises(ConfigError, match="--method dynamic"):
+        compress(exported.ref, method="static", store=Store(home))
 
 
 def test_the_server_embeds_texts_and_batches_different_lengths(imported):
@@ -166,7 +167,7 @@ def test_the_server_embeds_texts_and_batches_different_lengths(imported):
             f"{running.url}/v2/models/minilm/infer",
             json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]},
         )
-        assert v2.status_code == 400 and ":predict" in v2.json()["error"]
+        assert v2.status_code == 200 and v2.json()["outputs"][0]["shape"] == [1, 384]
     assert np.abs(got - expected[:6]).max() < 1e-5
 
 
@@ -193,6 +194,11 @@ def test_the_openai_client_gets_embeddings(imported):
         assert len(single.data) == 1 and len(single.data[0].embedding) == 384
         with pytest.raises(openai.NotFoundError):
             client.embeddings.create(model="nope", input="x")
+        long = {"model": "minilm", "input": ["short", "the pump is hot " * 80]}  # > 256 tokens
+        cut = httpx.post(f"{running.url}/v1/embeddings", json=long).json()["data"]
+        assert "truncated" not in cut[0] and cut[1]["truncated"] is True
+        refused = httpx.post(f"{running.url}/v1/embeddings", json={**long, "truncate": False})
+        assert refused.status_code == 400 and "maximum of 256 tokens" in refused.text
         bad = httpx.post(f"{running.url}/v1/embeddings", json={"model": "minilm", "input": []})
         assert bad.status_code == 400 and "non-empty list" in bad.json()["error"]
 

@@ -12,14 +12,21 @@ def compress(
     int8: bool = typer.Option(False, "--int8", help="Quantize to INT8 (the default)."),
     fp16: bool = typer.Option(False, "--fp16", help="Convert to fp16 instead (for GPUs)."),
     method: str = typer.Option(
-        "static", help="INT8 method: static (calibrated, convnets) or dynamic (linear-heavy)."
+        None,
+        help="INT8 method: static (calibrated, convnets) or dynamic (linear-heavy, text) "
+        "[default: static for images, dynamic for text].",
+        show_default=False,
     ),
     calib: str = typer.Option(None, help="Calibration data [default: the training split]."),
     samples: int = typer.Option(256, help="Calibration samples."),
     data: str = typer.Option(
-        None, help="Labelled data for accuracy before/after [default: the validation split]."
+        None,
+        help="Labelled data for accuracy before/after [default: the validation split; for a "
+        "pretrained text-embedding package, sampan's bundled industrial pairs].",
     ),
-    max_drop: float = typer.Option(1.0, help="Largest allowed accuracy drop, in points."),
+    max_drop: float = typer.Option(
+        1.0, help="Largest allowed drop of accuracy (Spearman for embeddings), in points."
+    ),
     force: bool = typer.Option(False, help="Write it even past --max-drop."),
     name: str = typer.Option(None, help="Write under this package name [default: the same]."),
 ) -> None:

@@ -22,3 +22,19 @@ def digits(
     target = export_digits(out or sampan_home() / "datasets" / "digits")
     console.print(f"digits ImageFolder at {target}  ({LICENSE})")
     print(target)
+
+
+@app.command("tickets")
+def tickets(
+    out: Path = typer.Option(None, help="Target folder [default: SAMPAN_HOME/datasets/tickets]."),
+    count: int = typer.Option(1800, min=60, help="Training tickets."),
+    holdout: int = typer.Option(600, min=0, help="Held-out tickets (texts unseen in training)."),
+) -> None:
+    """Generated maintenance tickets (6 teams) as text,label CSVs: tickets.csv to train on,
+    tickets-holdout.csv to evaluate with."""
+    from sampan.data.tickets import LICENSE, export_tickets
+    from sampan.store import sampan_home
+
+    train, held = export_tickets(out or sampan_home() / "datasets" / "tickets", count, holdout)
+    console.print(f"{train}  {held}  ({LICENSE})")
+    print(train)

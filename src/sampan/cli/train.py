@@ -11,10 +11,14 @@ from sampan.progress import console
 
 
 def train(
-    data: str = typer.Argument(None, help="ImageFolder tree or CSV (path,label)."),
+    data: str = typer.Argument(
+        None, help="ImageFolder tree or CSV (path,label); text: CSV/JSONL (text,label)."
+    ),
     name: str = typer.Option(None, "--name", "-n", help="Package name to write."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file of options; flags win."),
-    task: str = typer.Option(None, help="Task [default: image-classification]."),
+    task: str = typer.Option(
+        None, help="image-classification or text-classification [default: image-...]."
+    ),
     arch: str = typer.Option(None, help="Preset or timm model name [default: small_cnn]."),
     pretrained: str = typer.Option(
         None, help="'timm', a .safetensors file, an HF folder, or a package to fine-tune."
@@ -31,6 +35,7 @@ def train(
     val_fraction: float = typer.Option(None, help="[default: 0.2]"),
     seed: int = typer.Option(None, help="[default: 0]"),
     input_size: int = typer.Option(None, help="Square input side in pixels."),
+    max_length: int = typer.Option(None, help="Text: tokens kept per text [default: 128]."),
     channels: int = typer.Option(None, help="1 or 3 [default: detected]."),
     augment: str = typer.Option(None, help="none, shift, flip, shift+flip [default: none]."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),
@@ -38,12 +43,12 @@ def train(
 ) -> None:
     """Train a model on your data and write a versioned package to the store."""
     flags = {k: v for k, v in locals().items() if k != "config"}
-    from sampan.config import build_config, load_yaml
-    from sampan.training.config import TrainConfig
+    from sampan.config import load_yaml
+    from sampan.training.config import train_config
     from sampan.training.trainer import Trainer
 
     file_values = load_yaml(config) if config is not None else {}
-    cfg = build_config(TrainConfig, file_values, flags)
+    cfg = train_config(file_values, flags)
     result = Trainer(cfg).fit()
     table = Table(title=f"{result.package.ref} (best epoch {result.best_epoch})")
     table.add_column("metric")

@@ -34,7 +34,12 @@ def _licence(source: Path) -> str:
 
 def _settings(source: Path) -> dict[str, Any]:
     """Pooling, normalisation and length as sentence-transformers stored them, if it did."""
-    settings: dict[str, Any] = {"pooling": "mean", "normalize": True, "max_length": 256}
+    settings: dict[str, Any] = {
+        "pooling": "mean",
+        "normalize": True,
+        "max_length": 256,
+        "lowercase": False,
+    }
     bert = source / "sentence_bert_config.json"
     if bert.is_file():
         data = json.loads(bert.read_text())
@@ -50,6 +55,28 @@ def _settings(source: Path) -> dict[str, Any]:
     return settings
 
 
+def read_hf_directory(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the transformers config, pooling/length settings) of a Hugging Face model directory;
+    a clear error when it is not one."""
+    if not directory.is_dir():
+        raise NotFoundError(
+            f"{directory} is not a directory; give a Hugging Face model directory "
+            "(config.json, tokenizer.json, model.safetensors)."
+        )
+    missing = [f for f in NEEDED if not (directory / f).is_file()]
+    if missing:
+        raise PackageError(
+            f"{directory} is not a Hugging Face model directory: it lacks {', '.join(missing)}."
+        )
+    try:
+        hf_config = json.loads((directory / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PackageError(f"{directory / 'config.json'} is not valid JSON.") from None
+    if not isinstance(hf_config, dict) or "model_type" not in hf_config:
+        raise PackageError(f"{directory / 'config.json'} names no model_type.")
+    return hf_config, _settings(directory)
+
+
 def import_hf(source: str | Path, task: str, name: str, store: Store | None = None) -> Package:
     """Write a new version of package `name` from a Hugging Face-format directory."""
     import torch
@@ -61,20 +88,7 @@ def import_hf(source: str | Path, task: str, name: str, store: Store | None = No
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: importable tasks are {', '.join(TASKS)}.")
     directory = Path(source).expanduser()
-    if not directory.is_dir():
-        raise NotFoundError(
-            f"{directory} is not a directory; give a Hugging Face model directory "
-            "(config.json, tokenizer.json, model.safetensors)."
-        )
-    missing = [f for f in NEEDED if not (directory / f).is_file()]
-    if missing:
-        raise PackageError(
-            f"{directory} is not a Hugging Face model directory: it lacks {', '.join(missing)}."
-        )
-    hf_config = json.loads((directory / "config.json").read_text())
-    if "model_type" not in hf_config:
-        raise PackageError(f"{directory / 'config.json'} names no model_type.")
-    settings = _settings(directory)
+    hf_config, settings = read_hf_directory(directory)
     spec = ArchitectureSpec(
         "hf_encoder",
         {

@@ -142,6 +142,17 @@ def load_pretrained_weights(
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise PackageError(f"{path} is not a readable safetensors file: {exc}") from None
     own = network.state_dict()
+    prefix = getattr(network, "state_prefix", "")
+    if prefix:
+        # A bare encoder's weights (a Hugging Face directory) for a network holding it under
+        # `prefix`; a task head's wrapper name (`bert.`) is dropped when that is what fits.
+        # Taken only when more names fit that way (a package's own weights already do).
+        mapped = {
+            (prefix + key if prefix + key in own else prefix + key.partition(".")[2]): tensor
+            for key, tensor in state.items()
+        }
+        if sum(k in own for k in mapped) > sum(k in own for k in state):
+            state = mapped
     head = classifier_keys(network) if skip_head else set()
     loaded, skipped = {}, 0
     for key, tensor in state.items():

@@ -8,7 +8,10 @@ to their callers. Invariants, enforced here and nowhere else:
 - an exception in a batch reaches every caller of that batch, and no one else;
 - parameters are checked when the batcher is built;
 - a full queue refuses at once (Overloaded) instead of letting latency grow without bound;
-- a request whose deadline passed while queued is failed (DeadlineExceeded), not computed.
+- a request whose deadline passed while queued is failed (DeadlineExceeded), not computed;
+- named rows (text) are sequences zero-padded on axis 1: a batch that would waste more than
+  max_padding of its cells on padding runs as one engine call per length group (rows sorted by
+  length, each group cut to its own longest), and the outputs go back in the callers' order.
 
 Batching must not tax a lone caller: a worker waits up to max_wait_ms for more rows only when
 the previous batch showed concurrency (it had more than one request); otherwise it runs what
@@ -51,6 +54,57 @@ def merge_rows(parts: list[Any]) -> Any:
     return merged
 
 
+def row_lengths(rows: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's sequence length: one past its last non-zero column in any named array
+    (collate and merge_rows pad with zeros, and a mask is 1 on every real token)."""
+    lengths = np.zeros(count_rows(rows), dtype=np.int64)
+    for array in rows.values():
+        used = (array != 0).reshape(len(array), array.shape[1], -1).any(axis=2)
+        last = array.shape[1] - np.argmax(used[:, ::-1], axis=1)
+        lengths = np.maximum(lengths, np.where(used.any(axis=1), last, 0))
+    return lengths
+
+
+def padding_waste(lengths: np.ndarray) -> float:
+    """The share of a batch's cells that padding to its longest row would fill."""
+    longest = int(lengths.max()) if len(lengths) else 0
+    return 0.0 if longest == 0 else 1.0 - float(lengths.sum()) / (len(lengths) * longest)
+
+
+def length_groups(lengths: np.ndarray, max_waste: float, min_rows: int) -> list[np.ndarray]:
+    """Row indices in groups of similar length, one engine call each.
+
+    One group, every row in its own order, when padding wastes at most max_waste of the
+    batch's cells or no cut leaves min_rows rows on both sides. Otherwise rows are taken
+    longest first, and a group closes before the row that would push its waste past max_waste
+    if it holds min_rows rows and at least min_rows remain. So every group holds >= min_rows
+    rows, and a group wasting more than max_waste is one min_rows forced: exactly min_rows
+    rows, or the last (shortest) group.
+    """
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    if n < 2 * min_rows or padding_waste(lengths) <= max_waste:
+        return [np.arange(n)]
+    order = np.argsort(-lengths, kind="stable")
+    groups, start, total = [], 0, 0
+    for i, row in enumerate(order):
+        longest = int(lengths[order[start]])  # longest first: adding rows only adds waste
+        total += int(lengths[row])
+        fits = longest == 0 or 1 - total / ((i - start + 1) * longest) <= max_waste
+        if not fits and i - start >= min_rows and n - i >= min_rows:
+            groups.append(order[start:i])
+            start, total = i, int(lengths[row])
+    if not groups:  # min_rows allowed no cut
+        return [np.arange(n)]
+    groups.append(order[start:])
+    return groups
+
+
+def take_rows(rows: dict[str, np.ndarray], index: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """The given rows of named arrays, cut to length on the sequence axis."""
+    return {name: np.ascontiguousarray(a[index, :length]) for name, a in rows.items()}
+
+
 class Overloaded(SampanError):
     """The queue is full: retry later."""
 
@@ -71,7 +125,7 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
 
 
-BatchFn = Callable[[np.ndarray], np.ndarray]
+BatchFn = Callable[[Any], np.ndarray]  # rows: an array, or a dict of named arrays
 
 
 @dataclass
@@ -80,6 +134,7 @@ class BatchStats:
 
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
     on_queue: Callable[[int], None] = lambda depth: None
+    on_calls: Callable[[int], None] = lambda calls: None  # engine calls per batch (length groups)
 
 
 class Batcher:
@@ -93,6 +148,8 @@ class Batcher:
         max_wait_ms: float = 2.0,
         max_queue: int = 256,
         adaptive_wait: bool = True,
+        max_padding: float = 0.5,
+        min_group_rows: int = 8,
         stats: BatchStats | None = None,
     ) -> None:
         problems = []
@@ -104,6 +161,10 @@ class Batcher:
             problems.append(f"max_wait_ms must be >= 0 (got {max_wait_ms})")
         if max_queue < 1:
             problems.append(f"max_queue must be >= 1 (got {max_queue})")
+        if not 0 <= max_padding <= 1:
+            problems.append(f"max_padding must be between 0 and 1 (got {max_padding})")
+        if min_group_rows < 1:
+            problems.append(f"min_group_rows must be >= 1 (got {min_group_rows})")
         if problems:
             raise ConfigError("Invalid batcher settings: " + "; ".join(problems) + ".")
         self.engines = list(engines)
@@ -111,6 +172,8 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.adaptive_wait = adaptive_wait
+        self.max_padding = max_padding  # 1.0: never split a batch by length
+        self.min_group_rows = min_group_rows
         self.stats = stats or BatchStats()
         self._queue: asyncio.Queue[_Item] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -242,13 +305,29 @@ class Batcher:
             live.append(item)
         return live
 
+    def _call(self, fn: BatchFn, batch: Any) -> tuple[np.ndarray, int]:
+        """(fn's outputs for batch, engine calls): named rows of very different lengths run
+        as one call per length group, their outputs put back in the batch's order."""
+        if not isinstance(batch, dict):  # images: one call, always
+            return _rows_back(fn(batch), count_rows(batch)), 1
+        lengths = row_lengths(batch)
+        groups = length_groups(lengths, self.max_padding, self.min_group_rows)
+        if len(groups) == 1:
+            return _rows_back(fn(batch), count_rows(batch)), 1
+        parts = [
+            _rows_back(fn(take_rows(batch, g, max(int(lengths[g].max()), 1))), len(g))
+            for g in groups
+        ]
+        outputs = np.concatenate(parts)
+        restored = np.empty_like(outputs)
+        restored[np.concatenate(groups)] = outputs
+        return restored, len(groups)
+
     async def _run(self, loop: asyncio.AbstractEventLoop, fn: BatchFn, items: list[_Item]) -> None:
         batch = items[0].rows if len(items) == 1 else merge_rows([i.rows for i in items])
         started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._pool, fn, batch)
-            if len(outputs) != count_rows(batch):
-                raise RuntimeError(f"engine returned {len(outputs)} rows for {count_rows(batch)}")
+            outputs, calls = await loop.run_in_executor(self._pool, self._call, fn, batch)
         except BaseException as exc:  # every caller of this batch hears of it
             for item in items:
                 if not item.future.done():
@@ -257,9 +336,17 @@ class Batcher:
                 raise
             return
         self.stats.on_batch(count_rows(batch), time.perf_counter() - started)
+        self.stats.on_calls(calls)
         offset = 0
         for item in items:
             k = count_rows(item.rows)
             if not item.future.done():
                 item.future.set_result(outputs[offset : offset + k])
             offset += k
+
+
+def _rows_back(outputs: np.ndarray, rows: int) -> np.ndarray:
+    """outputs, unless the engine broke the rows-in == rows-out contract."""
+    if len(outputs) != rows:
+        raise RuntimeError(f"engine returned {len(outputs)} rows for {rows}")
+    return outputs

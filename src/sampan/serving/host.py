@@ -57,6 +57,17 @@ class ServedModel:
         """The preprocessing contract with what it names in the package loaded (tokenizer)."""
         return self.task.bind(self.package.manifest.preprocessing, self.package.path)
 
+    @property
+    def takes_text(self) -> bool:
+        """Whether raw inputs are texts: the task's network takes named inputs (token ids and
+        mask) that its collate makes from strings."""
+        return self.engine.named_inputs is not None
+
+    def prepare(self, raws: list[Any]) -> Any:
+        """Raw inputs (texts, image bytes) decoded and collated into the model's input rows."""
+        contract = self.contract
+        return self.task.collate([self.task.decode(raw, contract) for raw in raws], contract)
+
     def check_rows(self, rows: Any) -> Any:
         """Per-request validation, before batching: one bad request must not fail a batch."""
         engine = self.engine
@@ -146,6 +157,7 @@ class ModelHost:
                 self.metrics.inference.labels(name).observe(secs),
             ),
             on_queue=lambda depth: self.metrics.queue_depth.labels(name).set(depth),
+            on_calls=lambda calls: self.metrics.engine_calls.labels(name).observe(calls),
         )
         batcher = Batcher(
             [e.predict for e in engines],

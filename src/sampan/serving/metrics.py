@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CALL_BUCKETS = (1, 2, 3, 4, 8, 16, 32)
 
 
 @dataclass
@@ -35,5 +36,12 @@ class Metrics:
             "Engine time per batch",
             ["model"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_calls = Histogram(
+            "sampan_engine_calls",
+            "Engine calls per batch (more than one: text split into length groups)",
+            ["model"],
+            buckets=CALL_BUCKETS,
             registry=r,
         )

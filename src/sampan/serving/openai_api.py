@@ -13,12 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from sampan.errors import DataError
 from sampan.serving.admin import json_body, read_json_object
 from sampan.serving.host import ModelHost
+from sampan.serving.rest import decode_all, truncate_option
 
 EMBEDDINGS_BODY = json_body(
     ["model", "input"],
     model={"type": "string"},
     input={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     encoding_format={"type": "string", "enum": ["float", "base64"]},
+    truncate={"type": "boolean"},
 )
 
 
@@ -50,11 +52,9 @@ def router(host: ModelHost) -> APIRouter:
         texts = _texts(body.get("input"), served.batcher.max_batch_size)
         request.state.model = served.name
 
-        def prepare() -> Any:
-            contract = served.contract
-            return served.task.collate([served.task.decode(t, contract) for t in texts], contract)
-
-        rows = served.check_rows(await run_in_threadpool(prepare))
+        options = truncate_option(body)
+        rows, notes = await run_in_threadpool(decode_all, served, texts, options)
+        rows = served.check_rows(rows)
         authorize = getattr(request.state, "authorize", None)
         if authorize is not None:  # the platform: scope and limits for the model in the body
             await authorize(served.name, served.task.units(rows))
@@ -68,6 +68,7 @@ def router(host: ModelHost) -> APIRouter:
                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
                 if encoding == "base64"
                 else v.tolist(),
+                **notes[i],  # "truncated": true for a text over the model's maximum length
             }
             for i, v in enumerate(vectors)
         ]

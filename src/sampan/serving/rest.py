@@ -21,6 +21,7 @@ PREDICT_BODY = {
                     "properties": {
                         "instances": {"type": "array", "minItems": 1, "items": {}},
                         "top_k": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "truncate": {"type": "boolean"},
                     },
                 }
             },
@@ -41,14 +42,26 @@ PREDICT_BODY = {
 # serving.
 
 
-def _decode_all(served: ServedModel, raws: list[Any]) -> Any:
-    contract = served.contract
+def decode_all(
+    served: ServedModel, raws: list[Any], options: dict[str, Any]
+) -> tuple[Any, list[dict[str, Any]]]:
+    """(collated rows, what each answer should note: a truncated text, say)."""
+    contract = {**served.contract, **options} if options else served.contract
     samples = [served.task.decode(raw, contract) for raw in raws]
-    return served.task.collate(samples, contract)
+    return served.task.collate(samples, contract), [served.task.notes(s) for s in samples]
 
 
-async def _inputs(request: Request, served: ServedModel) -> tuple[list[Any], int]:
-    """Raw inputs and top_k from a JSON body or a multipart upload."""
+def truncate_option(body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body's "truncate": false (refuse texts over the model's maximum length) as
+    contract options; texts are truncated, and their answers say so, by default."""
+    value = body.get("truncate", True)
+    if not isinstance(value, bool):
+        raise DataError(f"truncate must be true or false, not {value!r}.")
+    return {} if value else {"truncate": False}
+
+
+async def _inputs(request: Request, served: ServedModel) -> tuple[list[Any], int, dict[str, Any]]:
+    """Raw inputs, top_k and decode options from a JSON body or a multipart upload."""
     content_type = request.headers.get("content-type", "")
     top_k = 5
     if content_type.startswith("multipart/form-data"):
@@ -58,14 +71,15 @@ async def _inputs(request: Request, served: ServedModel) -> tuple[list[Any], int
                 top_k = _int(form["top_k"])
         if not raws:
             raise DataError("The multipart request holds no file; send the image as 'file'.")
-        return raws, top_k
+        return raws, top_k, {}
     body = await read_json_object(request, '{"instances": [...]}')
     if not isinstance(body.get("instances"), list):
         raise DataError('The body must be {"instances": [...]} (or a multipart file upload).')
     if not body["instances"]:
         raise DataError("instances is empty: send at least one.")
     top_k = _int(body.get("top_k", 5))
-    return [served.task.from_json(v) for v in body["instances"]], top_k
+    instances = [served.task.from_json(v) for v in body["instances"]]
+    return instances, top_k, truncate_option(body)
 
 
 def _int(value: Any) -> int:
@@ -96,20 +110,23 @@ def router(host: ModelHost) -> APIRouter:
     )
     async def predict(name: str, request: Request) -> dict[str, Any]:
         served = host.get(name)
-        raws, top_k = await _inputs(request, served)
+        raws, top_k, options = await _inputs(request, served)
         if len(raws) > served.batcher.max_batch_size:
             raise DataError(
                 f"{len(raws)} instances is over this model's limit of "
                 f"{served.batcher.max_batch_size} per request; split them."
             )
         if len(raws) <= 4 and all(served.task.cheap_to_decode(raw) for raw in raws):
-            rows = _decode_all(served, raws)  # small: a thread hop would cost more than this
+            # small: a thread hop would cost more than this
+            rows, notes = decode_all(served, raws, options)
         else:
-            rows = await run_in_threadpool(_decode_all, served, raws)
+            rows, notes = await run_in_threadpool(decode_all, served, raws, options)
         rows = served.check_rows(rows)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
+        for prediction, note in zip(predictions, notes):
+            prediction.update(note)
         return {
             "model": name,
             "version": served.package.manifest.version,

@@ -1,16 +1,23 @@
-"""The Open Inference Protocol v2 (KServe, Triton) over HTTP/JSON tensors."""
+"""The Open Inference Protocol v2 (KServe, Triton) over HTTP/JSON tensors.
+
+Image models take numeric tensors; text models take one BYTES tensor of shape [N] (one
+string per text): JSON strings, or in the binary extension each element as a 4-byte
+little-endian length followed by its bytes. Texts go through the task's decode and collate.
+"""
 
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
-from sampan.serving.host import ModelHost
+from sampan.serving.host import ModelHost, ServedModel
 
 DATATYPES = {
     "FP32": np.float32,
@@ -75,15 +82,24 @@ def split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], b
     return body, raw[cut:]
 
 
-def parse_tensor(spec: Any, binary: bytes = b"") -> np.ndarray:
-    """One v2 input tensor as a numpy array (JSON data, or binary_data_size bytes of binary);
-    DataError naming what is wrong."""
+def _fields(spec: Any) -> tuple[list[int], Any, Any, Any]:
+    """(shape, datatype, data, binary_data_size) of one v2 input, the shape checked."""
     if not isinstance(spec, dict):
         raise DataError("Each input must be an object with name, shape, datatype and data.")
     shape, datatype, data = spec.get("shape"), spec.get("datatype"), spec.get("data")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise DataError("shape must be a list of non-negative integers.")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    parameters = spec.get("parameters")
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    return shape, datatype, data, size
+
+
+def parse_tensor(spec: Any, binary: bytes = b"") -> np.ndarray:
+    """One v2 input tensor as a numpy array (JSON data, or binary_data_size bytes of binary);
+    DataError naming what is wrong."""
+    shape, datatype, data, size = _fields(spec)
     if size is not None:
         if (
             datatype not in DATATYPES
@@ -92,7 +108,7 @@ def parse_tensor(spec: Any, binary: bytes = b"") -> np.ndarray:
             or size % np.dtype(DATATYPES[datatype]).itemsize
         ):
             raise DataError("binary_data_size does not match the binary part of the body.")
-        array = np.frombuffer(binary, dtype=DATATYPES[datatype])
+        array: np.ndarray = np.frombuffer(binary, dtype=DATATYPES[datatype])
         if array.size != int(np.prod(shape)):
             raise DataError(
                 f"binary data has {array.size} values; shape {shape} needs {int(np.prod(shape))}."
@@ -109,6 +125,48 @@ def parse_tensor(spec: Any, binary: bytes = b"") -> np.ndarray:
     if array.size != int(np.prod(shape)):
         raise DataError(f"data has {array.size} values; shape {shape} needs {int(np.prod(shape))}.")
     return array.reshape(shape)
+
+
+def parse_texts(spec: Any, binary: bytes = b"") -> list[Any]:
+    """A v2 BYTES tensor of shape [N] (or [N, 1]) as N raw texts for the task's decode: str
+    from JSON, bytes from the binary extension; DataError naming what is wrong."""
+    shape, datatype, data, size = _fields(spec)
+    if datatype != "BYTES":
+        raise DataError(
+            f"This model takes text: send datatype BYTES with shape [N], not {datatype!r}."
+        )
+    if len(shape) not in (1, 2) or shape[1:] not in ([], [1]):
+        raise DataError(f"shape {shape} is not [N]: a text tensor holds one string per row.")
+    if shape[0] == 0:
+        raise DataError("The tensor holds no texts: send at least one.")
+    if size is not None:
+        if not isinstance(size, int) or size != len(binary):
+            raise DataError("binary_data_size does not match the binary part of the body.")
+        texts = _split_bytes(binary)
+    elif isinstance(data, list) and all(isinstance(text, str) for text in data):
+        texts = list(data)
+    else:
+        raise DataError("data must be a flat list of strings, one per text.")
+    if len(texts) != shape[0]:
+        raise DataError(f"The tensor holds {len(texts)} texts; shape {shape} says {shape[0]}.")
+    return texts
+
+
+def _split_bytes(binary: bytes) -> list[bytes]:
+    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then bytes."""
+    elements, offset = [], 0
+    while offset < len(binary):
+        if offset + 4 > len(binary):
+            raise DataError("The binary BYTES tensor ends inside an element's 4-byte length.")
+        (length,) = struct.unpack_from("<I", binary, offset)
+        offset += 4
+        if offset + length > len(binary):
+            raise DataError(
+                f"A binary BYTES element says {length} bytes; only {len(binary) - offset} remain."
+            )
+        elements.append(binary[offset : offset + length])
+        offset += length
+    return elements
 
 
 def _wants_binary(body: dict[str, Any]) -> bool:
@@ -135,6 +193,26 @@ def _binary_response(result: dict[str, Any], outputs: np.ndarray) -> Response:
     )
 
 
+async def _rows(served: ServedModel, spec: Any, binary: bytes) -> Any:
+    """The model's checked input rows from one v2 tensor: numeric tensors as they are, texts
+    decoded and collated (tokenised) in a thread."""
+    if not served.takes_text:
+        rows = served.check_rows(parse_tensor(spec, binary))
+        _within_limit(served, len(rows))
+        return rows
+    texts = parse_texts(spec, binary)
+    _within_limit(served, len(texts))
+    return served.check_rows(await run_in_threadpool(served.prepare, texts))
+
+
+def _within_limit(served: ServedModel, rows: int) -> None:
+    if rows > served.batcher.max_batch_size:
+        raise DataError(
+            f"A batch of {rows} is over this model's limit of "
+            f"{served.batcher.max_batch_size}; split it."
+        )
+
+
 def router(host: ModelHost) -> APIRouter:
     api = APIRouter(tags=["v2"])
 
@@ -156,25 +234,24 @@ def router(host: ModelHost) -> APIRouter:
     @api.get("/v2/models/{name}", summary="Model metadata")
     async def metadata(name: str) -> dict[str, Any]:
         served = host.get(name)
-        engine = served.engine
+        engine, manifest = served.engine, served.package.manifest
+        tensor = (
+            {"name": "text", "datatype": "BYTES", "shape": [-1]}
+            if served.takes_text
+            else {
+                "name": "input",
+                "datatype": NAMES[engine.input_dtype.name],
+                "shape": [-1, *engine.input_shape],
+            }
+        )
+        # classifiers: one score per label; embeddings: the vector's size, when recorded
+        width = len(manifest.labels) or int(manifest.training.get("dimension") or -1)
         return {
             "name": name,
-            "versions": [str(served.package.manifest.version)],
+            "versions": [str(manifest.version)],
             "platform": engine.name,
-            "inputs": [
-                {
-                    "name": "input",
-                    "datatype": NAMES[engine.input_dtype.name],
-                    "shape": [-1, *engine.input_shape],
-                }
-            ],
-            "outputs": [
-                {
-                    "name": "output",
-                    "datatype": "FP32",
-                    "shape": [-1, len(served.package.manifest.labels)],
-                }
-            ],
+            "inputs": [tensor],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, width]}],
         }
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness")
@@ -193,17 +270,7 @@ def router(host: ModelHost) -> APIRouter:
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         if not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
             raise DataError(f"{name} takes exactly one input tensor in 'inputs'.")
-        if served.engine.named_inputs is not None:
-            raise DataError(
-                f"{name} takes text; v2 BYTES tensors are not built yet: use "
-                f'POST /v1/models/{name}:predict with {{"instances": ["..."]}}.'
-            )
-        rows = served.check_rows(parse_tensor(body["inputs"][0], binary))
-        if len(rows) > served.batcher.max_batch_size:
-            raise DataError(
-                f"A batch of {len(rows)} is over this model's limit of "
-                f"{served.batcher.max_batch_size}; split it."
-            )
+        rows = await _rows(served, body["inputs"][0], binary)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
         result: dict[str, Any] = {

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -113,6 +113,11 @@ class Task(ABC):
         its event loop instead of in a thread. Default: no."""
         return False
 
+    def notes(self, sample: Any) -> dict[str, Any]:
+        """What a response should add about one decoded input (text: that it was truncated);
+        default: nothing."""
+        return {}
+
     def augment(self, samples: Any, rng: np.random.Generator, mode: str) -> Any:
         """Random training-time changes to decoded samples; default: none."""
         return samples
@@ -134,6 +139,25 @@ class Task(ABC):
         """A torch loss module (imported lazily)."""
 
     monitor: str = "accuracy"  # the metric early stopping and best-checkpoint selection watch
+    # Where pretrained weights come from: "image" (timm, a safetensors file, an image package)
+    # or "hf" (a transformer encoder: a text package or a Hugging Face directory).
+    pretrained_kind: str = "image"
+    # Training options that differ from TrainConfig's defaults for this task.
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def reference_data(self) -> Path | None:
+        """Labelled data to evaluate a package on when it names none (no training data, as
+        for an imported pretrained model); default: none."""
+        return None
+
+    def network_args(self, contract: dict[str, Any]) -> dict[str, Any]:
+        """What the network is built with from the contract, beyond the number of classes."""
+        return {}
+
+    def lengths(self, samples: Any) -> np.ndarray | None:
+        """Per-sample sizes when batches pad to their longest sample (text), so training can
+        batch similar sizes together; None when every sample has the same size."""
+        return None
 
 
 TASKS: Registry[type[Task]] = Registry("task")

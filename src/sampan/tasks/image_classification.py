@@ -58,6 +58,9 @@ class ImageClassification(Task):
             "dtype": "float32",
         }
 
+    def network_args(self, contract: dict[str, Any]) -> dict[str, Any]:
+        return {"in_chans": contract["channels"], "input_size": contract["input_size"]}
+
     def fit(self, contract: dict[str, Any], train_inputs: Any) -> dict[str, Any]:
         if contract.get("mean") is not None and contract.get("std") is not None:
             return contract

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from sampan.config import build_config, load_yaml
+from sampan.config import load_yaml
 from sampan.data.images import IMAGE_SUFFIXES
 from sampan.errors import ConfigError, DataError
 from sampan.store import Store
-from sampan.training.config import TrainConfig
+from sampan.training.config import TrainConfig, train_config
 from sampan.training.trainer import Trainer, TrainResult
 
 
@@ -27,7 +27,7 @@ def train(
         base = dataclasses.asdict(config)
     else:
         base = load_yaml(config) if config is not None else {}
-    return Trainer(build_config(TrainConfig, base, options), store).fit()
+    return Trainer(train_config(base, options), store).fit()
 
 
 @dataclass
@@ -50,7 +50,8 @@ def evaluate(
     store: Store | None = None,
     backend: str = "auto",
 ) -> EvalReport:
-    """Evaluate a package on a labelled dataset; optionally save the confusion-matrix plot."""
+    """Evaluate a package on a labelled dataset (for embeddings: scored pairs); optionally save
+    the confusion-matrix plot of a classifier."""
     from sampan.runtime.model import load
 
     model = load(ref, backend=backend, device=device, store=store)
@@ -65,16 +66,18 @@ def evaluate(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1 (got {batch_size}).")
     samples = task.load(listing, model.contract)
-    # The dataset's own label order may differ from the package's: map onto the package's.
-    remap = np.array([model.labels.index(label) for label in samples.labels])
     index = np.arange(len(samples))
     if samples.presplit is not None and samples.presplit.any():
         index = np.flatnonzero(samples.presplit)  # root/train + root/val: score val/ only
-    targets = remap[samples.targets[index]]
+    targets = samples.targets[index]  # a package without labels (embeddings): as they are
+    if model.labels:
+        # The dataset's own label order may differ from the package's: map onto the package's.
+        remap = np.array([model.labels.index(label) for label in samples.labels])
+        targets = remap[targets]
     outputs = model.outputs_decoded(samples.take(index), batch_size)
     metrics = task.metrics(outputs, targets, model.labels)
     report = EvalReport(model.package.ref, metrics, model.labels, len(targets), samples.skipped)
-    if plot is not None:
+    if plot is not None and "confusion_matrix" in metrics:
         from sampan.plots import save_confusion_matrix
 
         report.plot = save_confusion_matrix(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from sampan.config import build_config
 from sampan.errors import ConfigError, SampanError
 from sampan.package import check_name
 
@@ -32,6 +33,7 @@ class TrainConfig:
     channels: int | None = None  # default: 1 if the images are grayscale, else 3
     augment: Literal["none", "shift", "flip", "shift+flip"] = "none"
     drop_rate: float | None = None
+    max_length: int | None = None  # text: tokens kept per text [default: the pretrained model's]
     device: str = "auto"
     resume: bool = False
     quiet: bool = False
@@ -62,7 +64,20 @@ class TrainConfig:
             problems.append(
                 f"input_size must be one positive side or [height, width] (got {self.input_size})"
             )
+        if self.max_length is not None and self.max_length < 2:
+            problems.append(f"max_length must be >= 2 (got {self.max_length})")
         if self.channels not in (None, 1, 3):
             problems.append(f"channels must be 1 or 3 (got {self.channels})")
         if problems:
             raise ConfigError("Invalid training configuration: " + "; ".join(problems) + ".")
+
+
+def train_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a config file's values and flags (None = not given), over the
+    defaults of its task (fine-tuning a transformer wants another learning rate than training
+    a small convnet from scratch)."""
+    from sampan.tasks.base import get_task
+
+    task = overrides.get("task") or file_values.get("task") or TrainConfig.task
+    defaults = get_task(str(task)).train_defaults
+    return build_config(TrainConfig, {**defaults, **file_values}, overrides)

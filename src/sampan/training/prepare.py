@@ -29,6 +29,19 @@ class Prepared:
     parent: str | None = None  # the package this run fine-tunes, if any
     keep_head: bool = True  # load the pretrained classifier head too
     notes: list[str] = field(default_factory=list)
+    bound: dict[str, Any] = field(default_factory=dict)  # the contract for collate (bind())
+    files: dict[str, Path] = field(default_factory=dict)  # name in the package -> source file
+
+
+@dataclass
+class _Setup:
+    """Where a run's network and contract options come from."""
+
+    spec: ArchitectureSpec
+    options: dict[str, Any]
+    pretrained: str | None  # a weights path, 'timm' or None
+    parent: Any  # the package fine-tuned, or None
+    files_from: Path | None = None  # the folder holding the files the contract names
 
 
 def default_input_size(spec: ArchitectureSpec) -> list[int]:
@@ -58,8 +71,8 @@ def resolve_pretrained(value: str | None, store: Store) -> tuple[str | None, Any
     return str(package.weights_path), package
 
 
-def prepare(config: TrainConfig, store: Store) -> Prepared:
-    task = get_task(config.task)
+def _image_setup(config: TrainConfig, store: Store) -> _Setup:
+    """Architecture and contract options for an image task (timm, local weights, a package)."""
     pretrained, parent = resolve_pretrained(config.pretrained, store)
     options: dict[str, Any] = {"input_size": config.input_size, "channels": config.channels}
     if parent is not None:
@@ -96,6 +109,62 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
 
             options["mean"], options["std"] = timm_normalisation(spec.config["model_name"])
     options["input_size"] = options.get("input_size") or default_input_size(spec)
+    return _Setup(spec, options, pretrained, parent)
+
+
+def _hf_setup(config: TrainConfig, store: Store) -> _Setup:
+    """A transformer encoder with a new head, from a text package or a Hugging Face folder;
+    the tokenizer comes from the same place."""
+    from sampan.importers.hf import read_hf_directory
+
+    if config.pretrained in (None, "", "none", "timm"):
+        raise ConfigError(
+            f"{config.task} fine-tunes a pretrained transformer: give --pretrained with a text "
+            "package (`sampan import hf DIR --task text-embedding --name minilm` makes one) "
+            "or a Hugging Face model directory."
+        )
+    if config.arch is not None:
+        raise ConfigError(
+            f"--arch does not apply to {config.task}: the architecture is the pretrained "
+            "encoder's. Drop --arch."
+        )
+    folder = Path(config.pretrained).expanduser()
+    options: dict[str, Any] = {}
+    if folder.is_dir() and (folder / "config.json").is_file():
+        hf_config, settings = read_hf_directory(folder)
+        options = {"max_length": settings["max_length"], "lowercase": settings["lowercase"]}
+        arch_config = {"hf_config": hf_config, "pooling": settings["pooling"]}
+        spec = ArchitectureSpec("hf_classifier", arch_config, None, config.task)
+        return _Setup(spec, options, str(folder / "model.safetensors"), None, folder)
+    try:
+        parent = store.open(config.pretrained)
+    except NotFoundError:
+        raise NotFoundError(
+            f"--pretrained {config.pretrained!r} is neither a Hugging Face model directory "
+            "nor a package in the store (`sampan packages` lists them)."
+        ) from None
+    arch = parent.manifest.architecture
+    if arch["name"] not in ("hf_encoder", "hf_classifier") or not parent.has_weights:
+        raise ConfigError(
+            f"{parent.ref} is not a transformer encoder package with weights (it is "
+            f"{arch['name']}); give a text-embedding or text-classification package."
+        )
+    contract = parent.manifest.preprocessing
+    options = {"max_length": contract.get("max_length"), "lowercase": contract.get("lowercase")}
+    arch_config = {"hf_config": arch["config"]["hf_config"]}
+    arch_config["pooling"] = arch["config"].get("pooling", "mean")
+    spec = ArchitectureSpec("hf_classifier", arch_config, None, config.task)
+    return _Setup(spec, options, str(parent.weights_path), parent, parent.path)
+
+
+def prepare(config: TrainConfig, store: Store) -> Prepared:
+    task = get_task(config.task)
+    setup = (
+        _hf_setup(config, store) if task.pretrained_kind == "hf" else _image_setup(config, store)
+    )
+    spec, options, parent = setup.spec, setup.options, setup.parent
+    if config.max_length is not None:
+        options["max_length"] = config.max_length
     listing = task.scan(config.data)
     contract = task.preprocessing(listing, options)
     samples = task.load(listing, contract, min_per_class=2)
@@ -111,11 +180,17 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
     contract = task.fit(contract, samples.take(train_idx))
     build_args: dict[str, Any] = {
         "num_classes": len(samples.labels),
-        "in_chans": contract["channels"],
-        "input_size": contract["input_size"],
+        **task.network_args(contract),
     }
     if config.drop_rate is not None:
         build_args["drop_rate"] = config.drop_rate
+    # Files the contract names (a tokenizer) travel from where the weights came from.
+    files = {}
+    if setup.files_from is not None:
+        for value in contract.values():
+            if isinstance(value, str) and (setup.files_from / value).is_file():
+                files[value] = setup.files_from / value
+    bound = task.bind(contract, setup.files_from) if setup.files_from is not None else contract
     # A parent whose labels differ (even in number alone) gives no useful classifier head.
     keep_head = parent is None or parent.manifest.labels == samples.labels
     return Prepared(
@@ -126,7 +201,9 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
         val_idx,
         contract,
         build_args,
-        pretrained,
+        setup.pretrained,
         parent.ref if parent is not None else None,
         keep_head,
+        bound=bound,
+        files=files,
     )

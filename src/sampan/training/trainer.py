@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,29 @@ class Loop:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_state: dict[str, Any] | None = None
+
+
+def as_tensors(torch: Any, batch: Any) -> Any:
+    """A collated numpy batch (an array, or named arrays) as torch tensors, sharing memory."""
+    if isinstance(batch, dict):
+        return {name: torch.from_numpy(array) for name, array in batch.items()}
+    return torch.from_numpy(batch)
+
+
+def length_grouped(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Batches of samples of similar length, so padding to each batch's longest wastes little:
+    the shuffled order is cut into windows of 50 batches, each window sorted by length and cut
+    into batches, and the batches shuffled. Every sample stays in exactly one batch, and the
+    same rng gives the same batches (exact resume holds)."""
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        part = order[start : start + window]
+        part = part[np.argsort(lengths[start : start + window], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _amp_dtype(config: TrainConfig, device: Any) -> Any:
@@ -178,25 +202,28 @@ class Trainer:
     def _batches(self, epoch: int) -> Any:
         """(inputs, targets) tensors of one epoch, the next prepared while the model computes."""
         torch, prep, config = self.torch, self.prep, self.config
-        order = prep.train_idx[
-            np.random.default_rng([config.seed, epoch]).permutation(len(prep.train_idx))
-        ]
+        rng = np.random.default_rng([config.seed, epoch])
+        order = prep.train_idx[rng.permutation(len(prep.train_idx))]
         aug_rng = np.random.default_rng([config.seed, epoch, 1])
+        batches = [
+            order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
+        ]
+        lengths = prep.task.lengths(prep.samples.take(order))
+        if lengths is not None:
+            batches = length_grouped(order, lengths, config.batch_size, rng)
 
-        def make(start: int) -> tuple[Any, Any]:
-            index = order[start : start + config.batch_size]
+        def make(index: np.ndarray) -> tuple[Any, Any]:
             samples = prep.task.augment(prep.samples.take(index), aug_rng, config.augment)
-            inputs = torch.from_numpy(prep.task.collate(samples, prep.contract))
+            inputs = as_tensors(torch, prep.task.collate(samples, prep.bound))
             targets = torch.from_numpy(prep.samples.targets[index])
             return inputs, targets
 
-        starts = list(range(0, len(order), config.batch_size))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(make, starts[0])
-            for i in range(len(starts)):
+            pending = pool.submit(make, batches[0])
+            for i in range(len(batches)):
                 batch = pending.result()
-                if i + 1 < len(starts):
-                    pending = pool.submit(make, starts[i + 1])
+                if i + 1 < len(batches):
+                    pending = pool.submit(make, batches[i + 1])
                 yield batch
 
     def _train_epoch(self, epoch: int, progress: Any, bar: Any) -> float:
@@ -205,12 +232,11 @@ class Trainer:
         self.network.train()
         total_loss, count = 0.0, 0
         for inputs, targets in self._batches(epoch):
-            inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             with torch.autocast(
                 self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
             ):
-                loss = self.loss_fn(self.network(inputs), targets)
+                loss = self.loss_fn(self._forward(inputs), targets)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if config.grad_clip > 0:
@@ -224,6 +250,13 @@ class Trainer:
             progress.update(bar, advance=1, info=f"loss {total_loss / count:.4f}")
         return total_loss / max(count, 1)
 
+    def _forward(self, inputs: Any) -> Any:
+        """The network on a batch: one tensor, or named tensors (text) passed by name."""
+        if isinstance(inputs, dict):
+            moved = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+            return self.network(**moved)
+        return self.network(inputs.to(self.device, non_blocking=True))
+
     def logits(self, index: np.ndarray) -> np.ndarray:
         """Model outputs for samples at index, in eval mode, batched."""
         torch, prep = self.torch, self.prep
@@ -231,13 +264,11 @@ class Trainer:
         parts = []
         with torch.inference_mode():
             for start in range(0, len(index), 256):
-                batch = prep.task.collate(
-                    prep.samples.take(index[start : start + 256]), prep.contract
-                )
+                batch = prep.task.collate(prep.samples.take(index[start : start + 256]), prep.bound)
                 with torch.autocast(
                     self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
                 ):
-                    out = self.network(torch.from_numpy(batch).to(self.device))
+                    out = self._forward(as_tensors(torch, batch))
                 parts.append(out.float().cpu().numpy())
         return np.concatenate(parts)
 
@@ -313,6 +344,8 @@ class Trainer:
 
         def write(folder: Any) -> None:
             save_model(network, str(folder / WEIGHTS))
+            for name, source in prep.files.items():
+                shutil.copyfile(source, folder / name)
 
         samples = prep.samples
         fields = {

@@ -171,3 +171,13 @@ def test_devices_export_compress_bench(tmp_path: Path, trained):
     assert proc.returncode != 0 and "cannot run on torch" in proc.stderr
     proc = run("predict", "digits@3", "x.png", "--backend", "tpu", home=home, check=False)
     assert proc.returncode != 0 and "Unknown backend 'tpu'" in proc.stderr
+
+
+def test_usage_errors_print_one_message_and_exit_2(tmp_path: Path):
+    for args, message in (
+        (("nosuch",), "No such command 'nosuch'"),
+        (("train", "--epochs", "x"), "Invalid value for '--epochs'"),
+    ):
+        proc = run(*args, home=tmp_path, check=False)
+        assert proc.returncode == 2 and message in proc.stderr
+        assert "Traceback" not in proc.stderr

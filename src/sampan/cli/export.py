@@ -22,11 +22,12 @@ def export(
 
     exported = run_export(package, fmt, name=name, opset=opset, data=data, atol=atol)
     report = exported.manifest.exports[fmt]["parity"]
-    agreement = (
-        f"top-1 agreement {report['top1_agreement']:.4f}"
-        if "top1_agreement" in report
-        else f"lowest cosine {report['min_cosine']:.6f}"
-    )
+    if "max_rel_diff" in report:  # readings, not classes
+        agreement = f"max relative diff {report['max_rel_diff']:.2e}"
+    elif "top1_agreement" in report:
+        agreement = f"top-1 agreement {report['top1_agreement']:.4f}"
+    else:
+        agreement = f"lowest cosine {report['min_cosine']:.6f}"
     console.print(
         f"parity on {report['samples']} real samples: max abs diff "
         f"{report['max_abs_diff']:.2e}, {agreement}"

@@ -17,7 +17,7 @@ def train(
     name: str = typer.Option(None, "--name", "-n", help="Package name to write."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file of options; flags win."),
     task: str = typer.Option(
-        None, help="image-classification or text-classification [default: image-...]."
+        None, help="image-classification, text-classification, ts-forecast [default: image-...]."
     ),
     arch: str = typer.Option(None, help="Preset or timm model name [default: small_cnn]."),
     pretrained: str = typer.Option(
@@ -36,6 +36,11 @@ def train(
     seed: int = typer.Option(None, help="[default: 0]"),
     input_size: int = typer.Option(None, help="Square input side in pixels."),
     max_length: int = typer.Option(None, help="Text: tokens kept per text [default: 128]."),
+    window: int = typer.Option(None, help="Time series: readings the model sees [96]."),
+    horizon: int = typer.Option(None, help="Time series: steps to forecast [24]."),
+    period: int = typer.Option(None, help="Time series: season in steps [from the interval]."),
+    columns: str = typer.Option(None, help="Time series: value columns, a,b,c [all numeric]."),
+    time_column: str = typer.Option(None, help="Time series: timestamp column [found]."),
     channels: int = typer.Option(None, help="1 or 3 [default: detected]."),
     augment: str = typer.Option(None, help="none, shift, flip, shift+flip [default: none]."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),

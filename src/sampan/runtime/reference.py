@@ -73,6 +73,11 @@ def reference_samples(
             f"{source} has label(s) {', '.join(unknown[:5])} that {package.ref} does not know."
         )
     samples = task.load(listing, manifest.preprocessing)
+    if samples.segments is not None:  # time series: the data's own chronological segments
+        index = np.flatnonzero(samples.segments == (1 if split == "val" else 0))
+        if limit is not None and len(index) > limit:
+            index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+        return Reference(samples.take(index), samples.targets[index], source, split)
     if not manifest.labels:
         if data is None and bundled is None and samples.fingerprint != recorded.get("fingerprint"):
             raise DataError(

@@ -1,6 +1,11 @@
 """Built-in tasks. Importing this package registers them."""
 
-from sampan.tasks import image_classification, text_classification, text_embedding  # noqa: F401
+from sampan.tasks import (  # noqa: F401  (importing registers them)
+    image_classification,
+    text_classification,
+    text_embedding,
+    ts_forecast,
+)
 from sampan.tasks.base import TASKS, Listing, Samples, Task, get_task
 
 __all__ = ["TASKS", "Listing", "Samples", "Task", "get_task"]

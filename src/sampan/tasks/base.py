@@ -41,6 +41,8 @@ class Samples:
     fingerprint: str
     skipped: list[str] = field(default_factory=list)
     presplit: np.ndarray | None = None
+    # A split the data's own order decides (time series): 0 train, 1 validation, 2 test.
+    segments: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -67,7 +67,9 @@ def evaluate(
         raise ConfigError(f"batch_size must be >= 1 (got {batch_size}).")
     samples = task.load(listing, model.contract)
     index = np.arange(len(samples))
-    if samples.presplit is not None and samples.presplit.any():
+    if samples.segments is not None:  # time series: the test segment, never trained on
+        index = np.flatnonzero(samples.segments == 2)
+    elif samples.presplit is not None and samples.presplit.any():
         index = np.flatnonzero(samples.presplit)  # root/train + root/val: score val/ only
     targets = samples.targets[index]  # a package without labels (embeddings): as they are
     if model.labels:

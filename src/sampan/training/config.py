@@ -34,6 +34,11 @@ class TrainConfig:
     augment: Literal["none", "shift", "flip", "shift+flip"] = "none"
     drop_rate: float | None = None
     max_length: int | None = None  # text: tokens kept per text [default: the pretrained model's]
+    window: int | None = None  # time series: readings the model sees [default: 96]
+    horizon: int | None = None  # time series: steps it forecasts [default: 24]
+    period: int | None = None  # time series: the season in steps [default: from the interval]
+    columns: str | None = None  # time series: value columns, comma-separated [default: all]
+    time_column: str | None = None  # time series: the timestamp column [default: found]
     device: str = "auto"
     resume: bool = False
     quiet: bool = False

@@ -15,6 +15,9 @@ from sampan.store import Store
 from sampan.tasks.base import Samples, Task, get_task
 from sampan.training.config import TrainConfig
 
+# Time-series options a run passes to its task's contract.
+SERIES_OPTIONS = ("window", "horizon", "period", "columns", "time_column")
+
 
 @dataclass
 class Prepared:
@@ -75,6 +78,7 @@ def _image_setup(config: TrainConfig, store: Store) -> _Setup:
     """Architecture and contract options for an image task (timm, local weights, a package)."""
     pretrained, parent = resolve_pretrained(config.pretrained, store)
     options: dict[str, Any] = {"input_size": config.input_size, "channels": config.channels}
+    options.update({k: getattr(config, k) for k in SERIES_OPTIONS if getattr(config, k)})
     if parent is not None:
         arch = parent.manifest.architecture
         names = {arch.get("preset"), arch["config"].get("model_name"), arch["name"]}
@@ -168,7 +172,12 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
     listing = task.scan(config.data)
     contract = task.preprocessing(listing, options)
     samples = task.load(listing, contract, min_per_class=2)
-    if samples.presplit is not None and samples.presplit.any() and not samples.presplit.all():
+    if samples.segments is not None:  # chronological: the data's order decides
+        train_idx = np.flatnonzero(samples.segments == 0)
+        val_idx = np.flatnonzero(samples.segments == 1)
+        if len(val_idx) == 0:
+            raise DataError(f"{config.data} is too short to leave any validation window.")
+    elif samples.presplit is not None and samples.presplit.any() and not samples.presplit.all():
         train_idx = np.flatnonzero(~samples.presplit)
         val_idx = np.flatnonzero(samples.presplit)
     else:

@@ -1,0 +1,184 @@
+"""Sensor time series from CSV or Parquet: one timestamp column, one or more value columns.
+
+What happens to imperfect data (the README says the same):
+
+- timestamps must increase strictly: a duplicated or out-of-order timestamp is an error that
+  names the row, never silently sorted or averaged;
+- the sampling interval is the median step; the series is put on that regular grid, and a gap
+  (missing rows, or empty/NaN readings) of at most `max_gap` steps is filled by linear
+  interpolation between its neighbours; longer gaps stay missing, and any window that would
+  touch one is left out (counted), never filled with invented readings;
+- the split is chronological: the first 70% of the time axis trains, the next 15% validates,
+  the last 15% is the test segment; a window belongs to the segment its forecast falls in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampan.errors import DataError
+
+SPLITS = (0.70, 0.15)  # train, validation; the rest is the test segment
+# A season per sampling interval, for seasonal-naive baselines when none is given.
+SEASONS = {1800: 48, 3600: 24, 900: 96, 600: 144, 300: 288, 60: 1440, 86400: 7}
+
+
+@dataclass
+class Series:
+    """A regular series: values (T, C) float32 with NaN where a long gap stays missing."""
+
+    values: np.ndarray
+    start: Any  # the first timestamp (pandas Timestamp) or None for a plain index
+    step_seconds: float | None
+    columns: list[str]
+    filled: int  # readings filled by interpolation
+    missing: int  # readings left missing (long gaps)
+    source: str
+
+
+def read_table(path: Path) -> Any:
+    """A pandas DataFrame from a .csv or .parquet file, with a clear error for anything else."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; give a .csv or .parquet file.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} could not be read: {str(exc).splitlines()[0]}") from None
+    raise DataError(f"{path}: time series must be .csv (with a header) or .parquet.")
+
+
+def time_column(frame: Any, wanted: str | None) -> str | None:
+    """The timestamp column: the one named, else one called timestamp/time/date/datetime."""
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise DataError(
+                f"No column {wanted!r} (the file has: {', '.join(map(str, frame.columns))})."
+            )
+        return wanted
+    for name in frame.columns:
+        if str(name).lower() in ("timestamp", "time", "date", "datetime", "ds"):
+            return str(name)
+    return None
+
+
+def value_columns(frame: Any, time: str | None, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Every numeric column but the timestamp and the excluded ones (ids, labels)."""
+    import pandas as pd
+
+    names = [
+        str(c)
+        for c in frame.columns
+        if c != time and c not in exclude and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    if not names:
+        raise DataError(
+            f"The file has no numeric value column (columns: {', '.join(map(str, frame.columns))})."
+        )
+    return names
+
+
+def regular_series(
+    frame: Any, time: str | None, columns: list[str], max_gap: int, source: str
+) -> Series:
+    """The frame's columns on a regular time grid, short gaps interpolated (see the module)."""
+    import pandas as pd
+
+    missing_columns = [c for c in columns if c not in frame.columns]
+    if missing_columns:
+        raise DataError(
+            f"{source} lacks column(s) {', '.join(missing_columns)} that the model reads "
+            f"(the file has: {', '.join(map(str, frame.columns))}); rename them back."
+        )
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    start, step = None, None
+    if time is not None:
+        stamps = pd.to_datetime(frame[time], errors="coerce")
+        bad = np.flatnonzero(stamps.isna().to_numpy())
+        if len(bad):
+            raise DataError(
+                f"{source} row {bad[0] + 2}: {frame[time].iloc[bad[0]]!r} is not a time."
+            )
+        steps = np.diff(stamps.to_numpy()).astype("timedelta64[ns]").astype(np.int64)
+        back = np.flatnonzero(steps <= 0)
+        if len(back):
+            row = back[0] + 3  # +1 for the next row, +1 for 1-based, +1 for the header
+            kind = "repeats" if steps[back[0]] == 0 else "goes back in time"
+            raise DataError(
+                f"{source} row {row}: timestamp {stamps.iloc[back[0] + 1]} {kind} "
+                f"({len(back)} such row(s)); timestamps must increase strictly."
+            )
+        if len(steps) == 0:
+            raise DataError(f"{source} holds a single reading.")
+        step_ns = int(np.median(steps))
+        grid = pd.date_range(stamps.iloc[0], stamps.iloc[-1], freq=pd.Timedelta(step_ns, "ns"))
+        values.index = stamps
+        off_grid = ~stamps.isin(grid)
+        if off_grid.any():  # readings between grid points: nearest grid point
+            values = values.resample(pd.Timedelta(step_ns, "ns"), origin=stamps.iloc[0]).mean()
+        values = values.reindex(grid)
+        start, step = grid[0], step_ns / 1e9
+    before = int(values.isna().to_numpy().sum())
+    filled_frame = values.interpolate(method="linear", limit_area="inside")
+    # Every inside gap was filled; a gap longer than max_gap goes back to missing (a gap is
+    # filled whole or not at all).
+    array = values.to_numpy(dtype=np.float64)
+    filled = filled_frame.to_numpy(dtype=np.float64, copy=True)
+    for channel in range(array.shape[1]):
+        isnan = np.isnan(array[:, channel])
+        if not isnan.any():
+            continue
+        edges = np.diff(np.concatenate([[0], isnan.astype(np.int8), [0]]))
+        for begin, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            if end - begin > max_gap:
+                filled[begin:end, channel] = np.nan
+    after = int(np.isnan(filled).sum())
+    return Series(
+        filled.astype(np.float32), start, step, list(columns), before - after, after, source
+    )
+
+
+def default_period(step_seconds: float | None) -> int:
+    """A season for the sampling interval (a day of half-hours is 48), else 1 (last value)."""
+    if step_seconds is None:
+        return 1
+    return SEASONS.get(round(step_seconds), 1)
+
+
+def segment_bounds(length: int) -> tuple[int, int]:
+    """Indices where validation and test begin on a series of `length` steps."""
+    train_end = int(length * SPLITS[0])
+    return train_end, int(length * (SPLITS[0] + SPLITS[1]))
+
+
+def windows(
+    values: np.ndarray, window: int, horizon: int, stride: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(inputs (N, window, C), futures (N, horizon, C), the index where each future starts,
+    windows left out for a missing reading) over a series (T, C)."""
+    total = len(values)
+    if total < window + horizon:
+        raise DataError(
+            f"The series has {total} steps; a window of {window} plus a horizon of {horizon} "
+            "needs at least that many. Use a shorter --window or more data."
+        )
+    starts = np.arange(0, total - window - horizon + 1, stride)
+    view = np.lib.stride_tricks.sliding_window_view(values, window + horizon, axis=0)
+    spans = view[starts].transpose(0, 2, 1)  # (N, window + horizon, C)
+    usable = ~np.isnan(spans).any(axis=(1, 2))
+    spans = spans[usable]
+    return (
+        np.ascontiguousarray(spans[:, :window]),
+        np.ascontiguousarray(spans[:, window:]),
+        starts[usable] + window,
+        int((~usable).sum()),
+    )

@@ -205,3 +205,21 @@ def test_export_and_serving(forecaster):
     assert short.status_code == 400 and "needs the last 48" in short.json()["error"]
     assert v2.status_code == 200, v2.text
     assert np.abs(np.array(v2.json()["outputs"][0]["data"]) - expected.ravel()).max() < 1e-3
+
+
+def test_real_series_from_installed_packages(tmp_path):
+    pytest.importorskip("pmdarima", reason="the dev extras install it")
+    from sampan.data.series import export_series
+    from sampan.tasks import get_task
+
+    task = get_task("ts-forecast")
+    for name, steps, column in (("electricity", 4032, "demand_mw"), ("co2", 2284, "co2_ppm")):
+        listing = task.scan(export_series(name, tmp_path))
+        contract = task.preprocessing(listing, {"window": 104, "horizon": 13})
+        samples = task.load(listing, contract)
+        assert contract["columns"] == [column]
+        assert contract["period"] == (48 if name == "electricity" else 52)
+        series = ts.regular_series(listing.items[0], "timestamp", [column], 3, name)
+        assert len(series.values) == steps
+        assert set(np.unique(samples.segments)) == {0, 1, 2}
+    assert series.filled > 0  # CO2's missing weeks: the short gaps were interpolated

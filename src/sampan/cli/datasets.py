@@ -38,3 +38,17 @@ def tickets(
     train, held = export_tickets(out or sampan_home() / "datasets" / "tickets", count, holdout)
     console.print(f"{train}  {held}  ({LICENSE})")
     print(train)
+
+
+@app.command("series")
+def series(
+    name: str = typer.Argument(..., help="electricity (pmdarima) or co2 (statsmodels)."),
+    out: Path = typer.Option(None, help="Target folder [default: SAMPAN_HOME/datasets/series]."),
+) -> None:
+    """A real sensor-style time series from an installed package, as timestamp,value CSV."""
+    from sampan.data.series import SOURCES, export_series
+    from sampan.store import sampan_home
+
+    path = export_series(name, out or sampan_home() / "datasets" / "series")
+    console.print(f"{path}  ({SOURCES[name]})")
+    print(path)

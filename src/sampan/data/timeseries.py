@@ -24,7 +24,7 @@ from sampan.errors import DataError
 
 SPLITS = (0.70, 0.15)  # train, validation; the rest is the test segment
 # A season per sampling interval, for seasonal-naive baselines when none is given.
-SEASONS = {1800: 48, 3600: 24, 900: 96, 600: 144, 300: 288, 60: 1440, 86400: 7}
+SEASONS = {1800: 48, 3600: 24, 900: 96, 600: 144, 300: 288, 60: 1440, 86400: 7, 604800: 52}
 
 
 @dataclass

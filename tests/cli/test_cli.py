@@ -181,3 +181,45 @@ def test_usage_errors_print_one_message_and_exit_2(tmp_path: Path):
         proc = run(*args, home=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_time_series_from_the_command_line(tmp_path: Path):
+    pytest.importorskip("statsmodels", reason="the dev extras install it")
+    home = tmp_path / "home"
+    path = run("datasets", "series", "co2", home=home).stdout.strip().splitlines()[-1]
+    out = run(
+        "train",
+        path,
+        "--task",
+        "ts-forecast",
+        "--name",
+        "co2",
+        "--window",
+        "104",
+        "--horizon",
+        "13",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        home=home,
+    ).stdout
+    assert "seasonal_naive_mase" in out and "Package co2@1 written to" in out
+    out = run("eval", "co2", "--data", path, home=home).stdout
+    assert "skill" in out and "windows" in out
+    assert "ts-forecast" in run("models", "--task", "ts-forecast", home=home).stdout
+    proc = run(
+        "train",
+        path,
+        "--task",
+        "ts-forecast",
+        "--name",
+        "x",
+        "--window",
+        "10",
+        home=home,
+        check=False,
+    )
+    assert proc.returncode != 0 and "longer than the window" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -9,17 +9,32 @@ from sampan.errors import NotFoundError
 from sampan.models import PRESETS, build_network, count_parameters, resolve_architecture
 from sampan.models.base import load_pretrained_weights
 
+# Per task: what its networks are built with, a batch, and the output shape expected.
+TASK_CASES = {
+    "image-classification": (
+        {"num_classes": 4, "in_chans": 1, "input_size": [32, 32]},
+        (2, 1, 32, 32),
+        (2, 4),
+    ),
+    "ts-forecast": (
+        {"window": 40, "horizon": 6, "channels": 3, "mean": [0.0] * 3, "std": [1.0] * 3},
+        (2, 40, 3),
+        (2, 6, 3),
+    ),
+}
+
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_builds_and_runs(preset: str):
-    spec = resolve_architecture(preset)
-    args = {"num_classes": 4, "in_chans": 1, "input_size": [32, 32]}
+    task = PRESETS.get(preset).task
+    args, batch, shape = TASK_CASES[task]
+    spec = resolve_architecture(preset, task)
     torch.manual_seed(0)
     network = build_network(spec, **args).eval()
     assert count_parameters(spec, **args) == sum(p.numel() for p in network.parameters())
     with torch.inference_mode():
-        out = network(torch.randn(2, 1, 32, 32))
-    assert out.shape == (2, 4) and torch.isfinite(out).all()
+        out = network(torch.randn(*batch))
+    assert out.shape == shape and torch.isfinite(out).all()
 
 
 def test_any_timm_name_works_and_unknown_names_suggest():

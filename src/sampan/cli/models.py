@@ -24,7 +24,7 @@ def models(task: str = typer.Option(None, help="Only presets of this task.")) ->
         ("preset", "left"),
         ("task", "left"),
         ("architecture", "left"),
-        ("params (10 classes)", "right"),
+        ("params (10 classes; 96-step window)", "right"),
         ("summary", "left"),
     ):
         presets.add_column(col, justify=justify, no_wrap=col != "summary")  # type: ignore[arg-type]

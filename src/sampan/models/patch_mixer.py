@@ -15,9 +15,9 @@ from sampan.models.base import ARCHITECTURES, ArchitectureSpec, register_preset
 
 @ARCHITECTURES.register("patch_mixer")
 def build_patch_mixer(
-    window: int,
-    horizon: int,
-    channels: int,
+    window: int = 96,
+    horizon: int = 24,
+    channels: int = 1,
     mean: list[float] | None = None,
     std: list[float] | None = None,
     patch: int = 8,

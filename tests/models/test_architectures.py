@@ -21,6 +21,8 @@ TASK_CASES = {
         (2, 40, 3),
         (2, 6, 3),
     ),
+    # (N, steps scored): every step (autoencoder) or the newest alone (residual)
+    "ts-anomaly": ({"window": 40, "channels": 3}, (2, 40, 3), None),
 }
 
 
@@ -34,6 +36,8 @@ def test_every_preset_builds_and_runs(preset: str):
     assert count_parameters(spec, **args) == sum(p.numel() for p in network.parameters())
     with torch.inference_mode():
         out = network(torch.randn(*batch))
+    if shape is None:
+        shape = (2, out.shape[1]) if out.shape[1:] in ((1,), (40,)) else ("N", "1 or 40")
     assert out.shape == shape and torch.isfinite(out).all()
 
 

@@ -44,11 +44,25 @@ def tickets(
 def series(
     name: str = typer.Argument(..., help="electricity (pmdarima) or co2 (statsmodels)."),
     out: Path = typer.Option(None, help="Target folder [default: SAMPAN_HOME/datasets/series]."),
+    anomalies: bool = typer.Option(
+        False, help="Inject documented anomalies into the last 30% and add a label column."
+    ),
+    seed: int = typer.Option(0, help="Seed of the injected anomalies."),
 ) -> None:
     """A real sensor-style time series from an installed package, as timestamp,value CSV."""
     from sampan.data.series import SOURCES, export_series
     from sampan.store import sampan_home
 
     path = export_series(name, out or sampan_home() / "datasets" / "series")
+    if anomalies:
+        import pandas as pd
+
+        from sampan.data.anomalies import inject_anomalies
+
+        frame = pd.read_csv(path)
+        columns = [c for c in frame.columns if c != "timestamp"]
+        target = path.with_name(f"{name}-anomalies.csv")
+        inject_anomalies(frame, columns, seed=seed).to_csv(target, index=False)
+        path = target
     console.print(f"{path}  ({SOURCES[name]})")
     print(path)

@@ -4,6 +4,7 @@ from sampan.tasks import (  # noqa: F401  (importing registers them)
     image_classification,
     text_classification,
     text_embedding,
+    ts_anomaly,
     ts_forecast,
 )
 from sampan.tasks.base import TASKS, Listing, Samples, Task, get_task

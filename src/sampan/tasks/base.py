@@ -147,6 +147,14 @@ class Task(ABC):
     # Training options that differ from TrainConfig's defaults for this task.
     train_defaults: ClassVar[dict[str, Any]] = {}
 
+    def calibrate(
+        self, outputs: np.ndarray, targets: np.ndarray, contract: dict[str, Any]
+    ) -> dict[str, Any]:
+        """After training: the contract with what the validation outputs settle (an anomaly
+        threshold, say); the network is rebuilt with network_args of the new contract.
+        Default: nothing to settle."""
+        return contract
+
     def reference_data(self) -> Path | None:
         """Labelled data to evaluate a package on when it names none (no training data, as
         for an imported pretrained model); default: none."""

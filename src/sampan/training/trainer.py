@@ -333,10 +333,27 @@ class Trainer:
 
     # -- the package ---------------------------------------------------------------------------
 
+    def _calibrate(self) -> None:
+        """Let the task settle what depends on the trained network's validation outputs (an
+        anomaly threshold); a changed contract rebuilds the network with the same weights."""
+        prep = self.prep
+        outputs = self.logits(prep.val_idx)
+        contract = prep.task.calibrate(outputs, prep.samples.targets[prep.val_idx], prep.contract)
+        if contract == prep.contract:
+            return
+        prep.contract = contract
+        prep.build_args.update(prep.task.network_args(contract))
+        network = build_network(prep.spec, **prep.build_args, pretrained=None)
+        learned = {name for name, _ in self.network.named_parameters()}
+        state = {k: v for k, v in self.network.state_dict().items() if k in learned}
+        network.load_state_dict(state, strict=False)
+        self.network = network.to(self.device)
+
     def _package(self, stopped_early: bool) -> TrainResult:
         from safetensors.torch import save_model
 
         prep, config = self.prep, self.config
+        self._calibrate()
         metrics = self._validate()
         spec = prep.spec
         arch_config = {**spec.config, **prep.build_args}

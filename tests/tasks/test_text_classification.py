@@ -247,6 +247,27 @@ def test_blank_texts_are_skipped_and_counted(tmp_path):
     assert len(samples.skipped) == 1 and "row 2" in samples.skipped[0]
 
 
+def test_quoted_newlines_stay_in_the_text(tmp_path):
+    from sampan.tasks import get_task
+
+    data = tmp_path / "q.csv"
+    data.write_text('text,label\n"line one\nline two",a\n"form\x0cfeed",b\n', newline="")
+    listing = get_task("text-classification").scan(data)
+    assert listing.items == ["line one\nline two", "form\x0cfeed"]
+
+
+def test_max_length_over_the_encoder_positions_is_refused(tmp_path, tickets, tiny_encoder):
+    with pytest.raises(ConfigError, match="over the 128 positions"):
+        sampan.train(
+            data=str(tickets[0]),
+            name="x",
+            task="text-classification",
+            pretrained=str(tiny_encoder),
+            max_length=200,
+            store=Store(tmp_path),
+        )
+
+
 def test_length_grouped_batches_cover_every_sample_once():
     from sampan.training.trainer import length_grouped
 

@@ -223,3 +223,27 @@ def test_real_series_from_installed_packages(tmp_path):
         assert len(series.values) == steps
         assert set(np.unique(samples.segments)) == {0, 1, 2}
     assert series.filled > 0  # CO2's missing weeks: the short gaps were interpolated
+
+
+def test_messy_timestamps_and_cells(tmp_path):
+    import pandas as pd
+
+    # Local time across a daylight-saving change: two offsets, one timeline.
+    stamps = pd.date_range("2025-03-30 00:00", periods=6, freq="h", tz="Europe/Berlin")
+    frame = pd.DataFrame({"Time (UTC)": stamps.astype(str), "v": np.arange(6.0)})
+    time = ts.time_column(frame, None)
+    assert time == "Time (UTC)"
+    series = ts.regular_series(frame, time, ["v"], 3, "dst")
+    assert series.values[:, 0].tolist() == list(range(6)) and series.step_seconds == 3600
+    # A logger's clock a few seconds off stays on its own step.
+    jitter = pd.to_datetime(pd.date_range("2025-01-01", periods=50, freq="h"))
+    jitter = jitter + pd.to_timedelta(np.tile([2, -2], 25), unit="s")
+    frame = pd.DataFrame({"timestamp": jitter, "v": np.arange(50.0)})
+    series = ts.regular_series(frame, "timestamp", ["v"], 3, "jitter")
+    assert series.values[:, 0].tolist() == list(range(50)) and series.filled == 0
+    # One unreadable cell is one missing reading, not a lost column.
+    frame = pd.DataFrame({"timestamp": jitter, "v": [str(x) for x in range(50)]})
+    frame.loc[7, "v"] = "ERR"
+    assert ts.value_columns(frame, "timestamp") == ["v"]
+    series = ts.regular_series(frame, "timestamp", ["v"], 3, "err")
+    assert series.filled == 1 and series.values[7, 0] == 7.0

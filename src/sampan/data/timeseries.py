@@ -68,18 +68,28 @@ def time_column(frame: Any, wanted: str | None) -> str | None:
     for name in frame.columns:
         if str(name).lower() in ("timestamp", "time", "date", "datetime", "ds"):
             return str(name)
+    for name in frame.columns:  # "Time (UTC)", "reading_date", ...
+        lowered = str(name).lower()
+        if ("time" in lowered or "date" in lowered) and not _numeric(frame[name]):
+            return str(name)
     return None
+
+
+def _numeric(column: Any) -> bool:
+    """A column of numbers, a stray unreadable cell or two aside ("ERR" from a logger)."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    present = column.dropna()
+    parsed = pd.to_numeric(present, errors="coerce")
+    return len(present) > 0 and parsed.notna().mean() >= 0.9
 
 
 def value_columns(frame: Any, time: str | None, exclude: tuple[str, ...] = ()) -> list[str]:
     """Every numeric column but the timestamp and the excluded ones (ids, labels)."""
-    import pandas as pd
 
-    names = [
-        str(c)
-        for c in frame.columns
-        if c != time and c not in exclude and pd.api.types.is_numeric_dtype(frame[c])
-    ]
+    names = [str(c) for c in frame.columns if c != time and c not in exclude and _numeric(frame[c])]
     if not names:
         raise DataError(
             f"The file has no numeric value column (columns: {', '.join(map(str, frame.columns))})."
@@ -102,7 +112,8 @@ def regular_series(
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     start, step = None, None
     if time is not None:
-        stamps = pd.to_datetime(frame[time], errors="coerce")
+        # utc=True: local times with a daylight-saving offset that changes are one timeline
+        stamps = pd.to_datetime(frame[time], errors="coerce", utc=True)
         bad = np.flatnonzero(stamps.isna().to_numpy())
         if len(bad):
             raise DataError(
@@ -120,13 +131,13 @@ def regular_series(
         if len(steps) == 0:
             raise DataError(f"{source} holds a single reading.")
         step_ns = int(np.median(steps))
-        grid = pd.date_range(stamps.iloc[0], stamps.iloc[-1], freq=pd.Timedelta(step_ns, "ns"))
-        values.index = stamps
-        off_grid = ~stamps.isin(grid)
-        if off_grid.any():  # readings between grid points: nearest grid point
-            values = values.resample(pd.Timedelta(step_ns, "ns"), origin=stamps.iloc[0]).mean()
-        values = values.reindex(grid)
-        start, step = grid[0], step_ns / 1e9
+        # Each reading goes to its nearest grid point (a clock a few seconds off stays on its
+        # own step); readings that meet on one point are averaged.
+        offsets = (stamps - stamps.iloc[0]).to_numpy().astype("timedelta64[ns]").astype(np.int64)
+        slot = np.rint(offsets / step_ns).astype(np.int64)
+        values.index = slot
+        values = values.groupby(level=0).mean().reindex(np.arange(slot[-1] + 1))
+        start, step = stamps.iloc[0], step_ns / 1e9
     before = int(values.isna().to_numpy().sum())
     filled_frame = values.interpolate(method="linear", limit_area="inside")
     # Every inside gap was filled; a gap longer than max_gap goes back to missing (a gap is

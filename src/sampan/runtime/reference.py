@@ -74,6 +74,11 @@ def reference_samples(
         )
     samples = task.load(listing, manifest.preprocessing)
     if samples.segments is not None:  # time series: the data's own chronological segments
+        if data is None and samples.fingerprint != recorded.get("fingerprint"):
+            raise DataError(
+                f"{source} has changed since {package.ref} was trained (fingerprint "
+                "differs); pass the data with --data."
+            )
         index = np.flatnonzero(samples.segments == (1 if split == "val" else 0))
         if limit is not None and len(index) > limit:
             index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))

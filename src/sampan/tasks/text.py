@@ -8,6 +8,7 @@ same input ids. Batches are padded to their longest text, not to the model's max
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def read_text_records(path: Path, columns: tuple[str, ...]) -> list[dict[str, An
         raise DataError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
     rows: list[dict[str, Any]] = []
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        # newline="" keeps line breaks inside quoted fields as they are (splitlines() would
+        # also split on form feeds and U+2028 inside a text)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         found = reader.fieldnames or []
         missing = [c for c in columns if c not in found]
         if missing:
@@ -56,7 +59,7 @@ def read_text_records(path: Path, columns: tuple[str, ...]) -> list[dict[str, An
             )
         rows = [dict(row) for row in reader]
     else:
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -106,6 +109,16 @@ class TextTask(Task):
         if not raw.strip():
             raise DataError("A text input is empty: send at least one non-blank character.")
         text = raw.lower() if contract.get("lowercase") else raw
+        # A text of many times the model's maximum is cut before tokenising: the tokenizer
+        # would spend seconds on megabytes that truncation throws away anyway.
+        cap = 64 * int(contract.get("max_length") or 256)
+        if len(text) > cap and TOKENIZER in contract:
+            if contract.get("truncate", True) is False:
+                raise DataError(
+                    f"A text of {len(text):,} characters is over this model's maximum of "
+                    f"{contract['max_length']} tokens; shorten it, or allow truncation."
+                )
+            return Truncated(text[:cap])
         return self._check_length(text, contract)
 
     @staticmethod

@@ -61,7 +61,8 @@ def forecast_metrics(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]
         result[f"{name}mase"] = float(np.mean(np.abs(error) / scale))
         result[f"{name}smape"] = float(100 * np.mean(ratio))
     # Higher is better, for early stopping: 0 = as good as seasonal naive, 1 = perfect.
-    result["skill"] = 1.0 - result["mase"] / max(result["seasonal_naive_mase"], 1e-12)
+    naive = result["seasonal_naive_mase"]
+    result["skill"] = 1.0 - result["mase"] / naive if naive > 1e-9 else -result["mase"]
     result["windows"] = len(outputs)
     return result
 
@@ -98,7 +99,7 @@ class TimeSeriesForecast(Task):
         horizon = int(options.get("horizon") or 24)
         step = None
         if frame is not None and time is not None:
-            series = ts.regular_series(frame.head(64), time, columns, 0, str(listing.source))
+            series = ts.regular_series(frame, time, columns, 0, str(listing.source))
             step = series.step_seconds
         period = int(options.get("period") or ts.default_period(step))
         if window < 2 or horizon < 1:

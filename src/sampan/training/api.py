@@ -24,7 +24,13 @@ def train(
     if isinstance(config, TrainConfig):
         import dataclasses
 
-        base = dataclasses.asdict(config)
+        # only what differs from the defaults: the task's own defaults apply to the rest
+        defaults = TrainConfig(data=config.data, name=config.name)
+        base = {
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if v != getattr(defaults, k) or k in ("data", "name")
+        }
     else:
         base = load_yaml(config) if config is not None else {}
     return Trainer(train_config(base, options), store).fit()
@@ -69,6 +75,11 @@ def evaluate(
     index = np.arange(len(samples))
     if samples.segments is not None:  # time series: the test segment, never trained on
         index = np.flatnonzero(samples.segments == 2)
+        if len(index) == 0:
+            raise DataError(
+                f"{data} leaves no whole window in its test segment (its last 15%); give a "
+                "longer series."
+            )
     elif samples.presplit is not None and samples.presplit.any():
         index = np.flatnonzero(samples.presplit)  # root/train + root/val: score val/ only
     targets = samples.targets[index]  # a package without labels (embeddings): as they are

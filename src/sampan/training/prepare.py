@@ -34,6 +34,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     bound: dict[str, Any] = field(default_factory=dict)  # the contract for collate (bind())
     files: dict[str, Path] = field(default_factory=dict)  # name in the package -> source file
+    lengths: np.ndarray | None = None  # per-sample sizes when batches pad (text)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def _hf_setup(config: TrainConfig, store: Store) -> _Setup:
         )
     folder = Path(config.pretrained).expanduser()
     options: dict[str, Any] = {}
-    if folder.is_dir() and (folder / "config.json").is_file():
+    if folder.exists():  # a path: it must be a Hugging Face directory (clear error if not)
         hf_config, settings = read_hf_directory(folder)
         options = {"max_length": settings["max_length"], "lowercase": settings["lowercase"]}
         arch_config = {"hf_config": hf_config, "pooling": settings["pooling"]}
@@ -169,6 +170,16 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
     spec, options, parent = setup.spec, setup.options, setup.parent
     if config.max_length is not None:
         options["max_length"] = config.max_length
+    positions = spec.config.get("hf_config", {}).get("max_position_embeddings")
+    if positions and options.get("max_length"):
+        # RoBERTa-style models start positions after the padding index: 2 fewer usable
+        roberta = spec.config["hf_config"].get("model_type") in ("roberta", "xlm-roberta")
+        usable = positions - (2 if roberta else 0)
+        if int(options["max_length"]) > usable:
+            raise ConfigError(
+                f"--max-length {options['max_length']} is over the {usable} positions this "
+                f"encoder has; use --max-length {usable} or less."
+            )
     listing = task.scan(config.data)
     contract = task.preprocessing(listing, options)
     samples = task.load(listing, contract, min_per_class=2)
@@ -215,4 +226,5 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
         keep_head,
         bound=bound,
         files=files,
+        lengths=task.lengths(samples.inputs),
     )

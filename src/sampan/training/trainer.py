@@ -51,6 +51,12 @@ RESUME_SETTINGS = (
     "drop_rate",
     "pretrained",
     "amp",
+    "max_length",
+    "window",
+    "horizon",
+    "period",
+    "columns",
+    "time_column",
 )
 
 
@@ -208,9 +214,8 @@ class Trainer:
         batches = [
             order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
         ]
-        lengths = prep.task.lengths(prep.samples.take(order))
-        if lengths is not None:
-            batches = length_grouped(order, lengths, config.batch_size, rng)
+        if prep.lengths is not None:
+            batches = length_grouped(order, prep.lengths[order], config.batch_size, rng)
 
         def make(index: np.ndarray) -> tuple[Any, Any]:
             samples = prep.task.augment(prep.samples.take(index), aug_rng, config.augment)

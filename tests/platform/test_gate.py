@@ -131,6 +131,7 @@ def test_serve_refuses_an_open_public_address(serve_home, monkeypatch, capsys, t
 
 def test_paths_map_to_scopes():
     assert required_scope("/v1/models/digits:predict") == "predict:digits"
+    assert required_scope("/v1/models/line3:stream") == "predict:line3"
     assert required_scope("/v2/models/digits/infer") == "predict:digits"
     assert required_scope("/v1/admin/models") == "admin"
     assert required_scope("/v1/models") == "any"

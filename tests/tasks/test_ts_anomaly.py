@@ -96,3 +96,60 @@ def test_the_served_detector_flags_a_replayed_stream(detector, stream):
     assert all(answers[t]["anomaly"] for t in spikes), [answers[t] for t in spikes]
     false_alarms = np.mean([answers[t]["anomaly"] for t in normal[::7]])
     assert false_alarms < 0.05
+
+
+def test_the_stream_endpoint_keeps_each_series_window(detector, stream):
+    """A gateway sends each series' new readings as they come (a few at a time); the server
+    keeps the recent window per series, answers every reading once a window is full, and
+    flags the injected spikes. Memory stays bounded: window - 1 readings per series, and at
+    most max_series series."""
+    import httpx
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.serving.stream import Buffers
+    from tests.serving.conftest import RunningServer, free_port
+
+    home, result = detector
+    _, injected = stream
+    values = injected["temp"].to_numpy()
+    labels = injected["label"].to_numpy()
+    spikes = {b for b, e in events(labels) if e - b == 1}
+    start = min(spikes) - 120
+    app = build_app([result.package.ref], ServeSettings(backend="torch"), Store(home))
+    flagged: dict[int, bool] = {}
+    with RunningServer(app, free_port()) as running:
+        url = f"{running.url}/v1/models/line3:stream"
+        first = httpx.post(url, json={"series": "line3-temp", "readings": values[:10].tolist()})
+        assert first.json() == {
+            "model": "line3",
+            "series": "line3-temp",
+            "results": [],
+            "needs": 38,
+            "buffered": 10,
+        }
+        position = start
+        httpx.post(url, json={"series": "b", "readings": values[start - 47 : start].tolist()})
+        while position < max(spikes) + 5:  # replay in chunks of 1 to 5 readings
+            chunk = 1 + position % 5
+            reply = httpx.post(
+                url, json={"series": "b", "readings": values[position : position + chunk].tolist()}
+            )
+            assert reply.status_code == 200, reply.text
+            answers = reply.json()["results"]
+            assert [a["reading"] for a in answers] == list(range(chunk))
+            for answer in answers:
+                flagged[position + answer["reading"]] = answer["anomaly"]
+            position += chunk
+        wrong = httpx.post(url, json={"series": "b", "readings": [[1.0, 2.0]]})
+        other = httpx.post(f"{running.url}/v1/models/nosuch:stream", json={"series": "b"})
+    assert all(flagged[t] for t in spikes)
+    quiet = [t for t in flagged if not labels[max(0, t - 60) : t + 1].any()]
+    assert np.mean([flagged[t] for t in quiet]) < 0.05
+    assert wrong.status_code == 400 and "1 value(s)" in wrong.json()["error"]
+    assert other.status_code == 404
+    buffers = Buffers(max_series=2)
+    for name in ("a", "b", "c"):
+        kept = buffers.extend(("m", name), np.zeros((100, 1), np.float32), 47)
+        assert len(kept) == 100
+    assert len(buffers) == 2

@@ -35,8 +35,9 @@ def required_scope(path: str) -> str | None:
         return None
     if path.startswith("/v1/admin/"):
         return "admin"
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        return "predict:" + path[len("/v1/models/") : -len(":predict")]
+    for verb in (":predict", ":stream"):
+        if path.startswith("/v1/models/") and path.endswith(verb):
+            return "predict:" + path[len("/v1/models/") : -len(verb)]
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         return "predict:" + path[len("/v2/models/") : -len("/infer")].split("/")[0]
     if path in BODY_MODEL_PATHS:

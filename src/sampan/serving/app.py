@@ -22,7 +22,7 @@ from sampan.errors import (
     SampanError,
     Unauthorized,
 )
-from sampan.serving import admin, openai_api, rest, v2
+from sampan.serving import admin, openai_api, rest, stream, v2
 from sampan.serving.admin import AdminDisabled
 from sampan.serving.batcher import DeadlineExceeded, Overloaded
 from sampan.serving.host import ModelHost, ServeSettings
@@ -134,6 +134,7 @@ def build_app(
     app.include_router(rest.router(host))
     app.include_router(v2.router(host))
     app.include_router(openai_api.router(host))
+    app.include_router(stream.router(host))
     app.include_router(admin.router(host))
     for extra in extension.routers() if extension is not None else []:
         app.include_router(extra)

@@ -1,0 +1,120 @@
+"""Streaming for time-series models: `POST /v1/models/{name}:stream` takes the latest readings
+of one series and answers for each of them, keeping the series' recent readings server-side so
+a sensor gateway sends only what is new.
+
+Memory is bounded twice: a series keeps its last window - 1 readings, no more, and a model
+keeps at most `max_series` series, dropping the one heard from least recently when a new one
+arrives (it then starts over, and says how many readings it still needs). Readings are taken
+as consecutive at the model's sampling interval, in the order sent; null is a missing reading
+(the task interpolates a few, as for any window). Buffers live in this process: behind several
+replicas, route a series to one replica.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from sampan.errors import DataError
+from sampan.serving.admin import json_body, read_json_object
+from sampan.serving.host import ModelHost, ServedModel
+
+STREAM_BODY = json_body(
+    ["series", "readings"],
+    series={"type": "string", "minLength": 1, "maxLength": 128},
+    readings={"type": "array", "minItems": 1, "items": {}},
+)
+MAX_READINGS = 4096  # per request
+
+
+class Buffers:
+    """The recent readings of each (model, series), least recently used first."""
+
+    def __init__(self, max_series: int) -> None:
+        self.max_series = max_series
+        self._series: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def extend(self, key: tuple[str, str], readings: np.ndarray, keep: int) -> np.ndarray:
+        """The kept history followed by readings; keeps the last `keep` of them."""
+        old = self._series.pop(key, None)
+        joined = readings if old is None else np.concatenate([old, readings])
+        self._series[key] = joined[-keep:].copy() if keep > 0 else joined[:0]
+        while len(self._series) > self.max_series:
+            self._series.popitem(last=False)
+        return joined
+
+
+def _readings(value: Any, channels: int) -> np.ndarray:
+    if not isinstance(value, list) or not value:
+        raise DataError("readings must be a non-empty list (numbers, or lists per reading).")
+    if len(value) > MAX_READINGS:
+        raise DataError(f"{len(value)} readings is over {MAX_READINGS} per request; split them.")
+    try:
+        array = np.array(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError("readings must be numbers (null for a missing one).") from None
+    if array.ndim == 1 and channels == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != channels:
+        raise DataError(f"Each reading must hold {channels} value(s); got {list(array.shape)}.")
+    return array
+
+
+def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
+    api = APIRouter(tags=["native"])
+    buffers = Buffers(max_series)
+    host.stream_buffers = buffers  # type: ignore[attr-defined]  (for metrics and tests)
+
+    def windows(served: ServedModel, history: np.ndarray, new: int) -> tuple[Any, list[int]]:
+        """Collated windows ending at each of the last `new` readings that has a whole
+        window behind it, and the positions (in the new readings) they answer for."""
+        contract = served.contract
+        window = int(contract["window"])
+        ends = [len(history) - new + i for i in range(new) if len(history) - new + i >= window - 1]
+        samples = [served.task.decode(history[e - window + 1 : e + 1], contract) for e in ends]
+        first = len(history) - new
+        return (served.task.collate(samples, contract) if samples else None), [
+            e - first for e in ends
+        ]
+
+    @api.post(
+        "/v1/models/{name}:stream",
+        summary="Time series: the latest readings of one series, answered one by one",
+        openapi_extra=STREAM_BODY,
+    )
+    async def stream(name: str, request: Request) -> dict[str, Any]:
+        served = host.get(name)
+        contract = served.contract
+        if contract.get("kind") != "timeseries":
+            raise DataError(f"{name} is a {served.task.name} model; :stream is for time series.")
+        body = await read_json_object(request, '{"series": "pump-4", "readings": [...]}')
+        series = body.get("series")
+        if not isinstance(series, str) or not 0 < len(series) <= 128:
+            raise DataError("series must be a name of 1 to 128 characters (one per sensor).")
+        readings = _readings(body.get("readings"), len(contract["columns"]))
+        window = int(contract["window"])
+        history = buffers.extend((name, series), readings, window - 1)
+        rows, positions = await run_in_threadpool(windows, served, history, len(readings))
+        request.state.model = name
+        results: list[dict[str, Any]] = []
+        if rows is not None:
+            served, outputs = await host.submit_call(served, served.check_rows(rows), request.state)
+            answers = served.task.postprocess(outputs, served.package.manifest.labels, 1)
+            results = [{"reading": p, **a} for p, a in zip(positions, answers)]
+        kept = min(len(history), window - 1)
+        return {
+            "model": name,
+            "series": series,
+            "results": results,
+            "needs": max(0, window - len(history)),  # readings still missing before answers
+            "buffered": kept,
+        }
+
+    return api

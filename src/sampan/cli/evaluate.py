@@ -49,6 +49,7 @@ def evaluate(
     if "confusion_matrix" in report.metrics:
         console.print(confusion_table(report.metrics["confusion_matrix"], report.labels))
     if report.skipped:
-        console.print(f"[yellow]Skipped {len(report.skipped)} unreadable file(s)[/]")
+        shown = "; ".join(report.skipped[:3])
+        console.print(f"[yellow]Skipped ({len(report.skipped)}):[/] {shown}")
     if report.plot is not None:
         console.print(f"Confusion matrix plot: {report.plot}")

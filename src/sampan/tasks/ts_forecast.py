@@ -181,8 +181,9 @@ class TimeSeriesForecast(Task):
         std = np.nanstd(values, axis=0)
         return {
             **contract,
-            "mean": [round(float(v), 6) for v in np.nanmean(values, axis=0)],
-            "std": [round(float(v), 6) for v in np.where(std > 1e-6, std, 1.0)],
+            # 7 significant digits (float32's), not decimals: a sensor may read 1e-6 units
+            "mean": [float(f"{v:.7g}") for v in np.nanmean(values, axis=0)],
+            "std": [float(f"{v:.7g}") for v in np.where(std > 0, std, 1.0)],
         }
 
     def network_args(self, contract: dict[str, Any]) -> dict[str, Any]:

@@ -150,11 +150,13 @@ def test_the_server_classifies_texts(fine_tuned):
         long = "the bearing of pump 4 is hot " * 40  # 280 words: over the 128-token maximum
         cut = httpx.post(url, json={"instances": [texts[0], long]}).json()["predictions"]
         refused = httpx.post(url, json={"instances": [long], "truncate": False})
+        second = httpx.post(url, json={"instances": [texts[0], long], "truncate": False})
         not_bool = httpx.post(url, json={"instances": [long], "truncate": "no"})
     assert [g["label"] for g in got] == [e["label"] for e in expected]
     assert len(got[0]["top_k"]) == 3 and "truncated" not in got[0]
     assert cut[1]["truncated"] is True and "truncated" not in cut[0]
     assert refused.status_code == 400 and "maximum of 128 tokens" in refused.json()["error"]
+    assert second.json()["error"].startswith("Input 1: A text is over")
     assert not_bool.status_code == 400 and "true or false" in not_bool.json()["error"]
     assert bad.status_code == 400 and "empty" in bad.json()["error"]
 

@@ -118,8 +118,9 @@ def export_onnx(
     difference = report.get("max_rel_diff", report["max_abs_diff"])
     if difference > atol or report["top1_agreement"] < min_agreement:
         raise ExportError(
-            f"ONNX output differs from torch on {report['samples']} real samples: max abs diff "
-            f"{report['max_abs_diff']:.2e} (tolerance {atol:.0e}), top-1 agreement "
+            f"ONNX output differs from torch on {report['samples']} real samples: max "
+            f"{'relative' if 'max_rel_diff' in report else 'abs'} diff {difference:.2e} "
+            f"(tolerance {atol:.0e}), top-1 agreement "
             f"{report['top1_agreement']:.3f} (needs {min_agreement}). Nothing was written."
         )
     return {

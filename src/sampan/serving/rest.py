@@ -47,7 +47,15 @@ def decode_all(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """(collated rows, what each answer should note: a truncated text, say)."""
     contract = {**served.contract, **options} if options else served.contract
-    samples = [served.task.decode(raw, contract) for raw in raws]
+    samples = []
+    for index, raw in enumerate(raws):
+        try:
+            samples.append(served.task.decode(raw, contract))
+        except DataError as exc:
+            if len(raws) == 1:
+                raise
+            # which one, when a request carries several
+            raise DataError(f"Input {index}: {exc}") from None
     return served.task.collate(samples, contract), [served.task.notes(s) for s in samples]
 
 

@@ -186,7 +186,7 @@ def test_length_groups_embed_like_one_padded_call(running):
     from sampan.serving.batcher import Batcher, BatchStats
 
     served = running.host.get("minilm")
-    rows = served.prepare([TEXTS[2] * 4] + [f"part {i} is ok" for i in range(20)])
+    rows, _ = served.prepare([TEXTS[2] * 4] + [f"part {i} is ok" for i in range(20)])
 
     async def grouped() -> tuple[np.ndarray, list[int]]:
         calls: list[int] = []

@@ -97,6 +97,30 @@ def value_columns(frame: Any, time: str | None, exclude: tuple[str, ...] = ()) -
     return names
 
 
+def timestamps(frame: Any, time: str, source: str) -> tuple[Any, int]:
+    """(the time column parsed, the median step in ns); a clear error for a value that is not
+    a time and for a repeated or backward timestamp."""
+    import pandas as pd
+
+    # utc=True: local times with a daylight-saving offset that changes are one timeline
+    stamps = pd.to_datetime(frame[time], errors="coerce", utc=True)
+    bad = np.flatnonzero(stamps.isna().to_numpy())
+    if len(bad):
+        raise DataError(f"{source} row {bad[0] + 2}: {frame[time].iloc[bad[0]]!r} is not a time.")
+    steps = np.diff(stamps.to_numpy()).astype("timedelta64[ns]").astype(np.int64)
+    back = np.flatnonzero(steps <= 0)
+    if len(back):
+        row = back[0] + 3  # +1 for the next row, +1 for 1-based, +1 for the header
+        kind = "repeats" if steps[back[0]] == 0 else "goes back in time"
+        raise DataError(
+            f"{source} row {row}: timestamp {stamps.iloc[back[0] + 1]} {kind} "
+            f"({len(back)} such row(s)); timestamps must increase strictly."
+        )
+    if len(steps) == 0:
+        raise DataError(f"{source} holds a single reading.")
+    return stamps, int(np.median(steps))
+
+
 def regular_series(
     frame: Any, time: str | None, columns: list[str], max_gap: int, source: str
 ) -> Series:
@@ -112,25 +136,7 @@ def regular_series(
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     start, step = None, None
     if time is not None:
-        # utc=True: local times with a daylight-saving offset that changes are one timeline
-        stamps = pd.to_datetime(frame[time], errors="coerce", utc=True)
-        bad = np.flatnonzero(stamps.isna().to_numpy())
-        if len(bad):
-            raise DataError(
-                f"{source} row {bad[0] + 2}: {frame[time].iloc[bad[0]]!r} is not a time."
-            )
-        steps = np.diff(stamps.to_numpy()).astype("timedelta64[ns]").astype(np.int64)
-        back = np.flatnonzero(steps <= 0)
-        if len(back):
-            row = back[0] + 3  # +1 for the next row, +1 for 1-based, +1 for the header
-            kind = "repeats" if steps[back[0]] == 0 else "goes back in time"
-            raise DataError(
-                f"{source} row {row}: timestamp {stamps.iloc[back[0] + 1]} {kind} "
-                f"({len(back)} such row(s)); timestamps must increase strictly."
-            )
-        if len(steps) == 0:
-            raise DataError(f"{source} holds a single reading.")
-        step_ns = int(np.median(steps))
+        stamps, step_ns = timestamps(frame, time, source)
         # Each reading goes to its nearest grid point (a clock a few seconds off stays on its
         # own step); readings that meet on one point are averaged.
         offsets = (stamps - stamps.iloc[0]).to_numpy().astype("timedelta64[ns]").astype(np.int64)

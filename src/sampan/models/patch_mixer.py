@@ -13,6 +13,17 @@ from typing import Any
 from sampan.models.base import ARCHITECTURES, ArchitectureSpec, register_preset
 
 
+def add_normalisation(
+    module: Any, mean: list[float] | None, std: list[float] | None, channels: int
+) -> None:
+    """The contract's per-column mean and std as buffers shaped (1, 1, channels), so a
+    network reads raw readings (N, window, channels) on every backend and in ONNX."""
+    import torch
+
+    module.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, 1, -1))
+    module.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, 1, -1))
+
+
 @ARCHITECTURES.register("patch_mixer")
 def build_patch_mixer(
     window: int = 96,
@@ -55,8 +66,7 @@ def build_patch_mixer(
     class PatchMixer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, 1, -1))
-            self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, 1, -1))
+            add_normalisation(self, mean, std, channels)
             self.embed = nn.Linear(patch, width)
             self.position = nn.Parameter(torch.zeros(1, patches, width))
             self.blocks = nn.Sequential(*[MixerBlock() for _ in range(depth)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sampan.models.base import ARCHITECTURES, ArchitectureSpec, register_preset
+from sampan.models.patch_mixer import add_normalisation
 
 
 @ARCHITECTURES.register("mlp_autoencoder")
@@ -32,8 +33,7 @@ def build_mlp_autoencoder(
     class Autoencoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, 1, -1))
-            self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, 1, -1))
+            add_normalisation(self, mean, std, channels)
             self.register_buffer("threshold", torch.tensor(float(threshold)))
             self.encode = nn.Sequential(nn.Linear(size, width), nn.GELU(), nn.Linear(width, code))
             self.decode = nn.Sequential(nn.Linear(code, width), nn.GELU(), nn.Linear(width, size))
@@ -81,8 +81,7 @@ def build_mlp_residual(
     class Residual(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, 1, -1))
-            self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, 1, -1))
+            add_normalisation(self, mean, std, channels)
             self.register_buffer("threshold", torch.tensor(float(threshold)))
             self.predict = nn.Sequential(
                 nn.Linear(history, width),

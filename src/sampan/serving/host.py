@@ -63,10 +63,23 @@ class ServedModel:
         mask) that its collate makes from strings."""
         return self.engine.named_inputs is not None
 
-    def prepare(self, raws: list[Any]) -> Any:
-        """Raw inputs (texts, image bytes) decoded and collated into the model's input rows."""
-        contract = self.contract
-        return self.task.collate([self.task.decode(raw, contract) for raw in raws], contract)
+    def prepare(
+        self, raws: list[Any], options: dict[str, Any] | None = None
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """Raw inputs (texts, image bytes) decoded and collated into the model's input rows,
+        with what each answer should note (a truncated text, say); options override the
+        contract for this call (a request's "truncate": false)."""
+        contract = {**self.contract, **options} if options else self.contract
+        samples = []
+        for index, raw in enumerate(raws):
+            try:
+                samples.append(self.task.decode(raw, contract))
+            except DataError as exc:
+                if len(raws) == 1:
+                    raise
+                # which one, when a request carries several
+                raise DataError(f"Input {index}: {exc}") from None
+        return self.task.collate(samples, contract), [self.task.notes(s) for s in samples]
 
     def check_rows(self, rows: Any) -> Any:
         """Per-request validation, before batching: one bad request must not fail a batch."""

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from sampan.errors import DataError
 from sampan.serving.admin import json_body, read_json_object
 from sampan.serving.host import ModelHost
-from sampan.serving.rest import decode_all, truncate_option
+from sampan.serving.rest import truncate_option
 
 EMBEDDINGS_BODY = json_body(
     ["model", "input"],
@@ -53,7 +53,7 @@ def router(host: ModelHost) -> APIRouter:
         request.state.model = served.name
 
         options = truncate_option(body)
-        rows, notes = await run_in_threadpool(decode_all, served, texts, options)
+        rows, notes = await run_in_threadpool(served.prepare, texts, options)
         rows = served.check_rows(rows)
         authorize = getattr(request.state, "authorize", None)
         if authorize is not None:  # the platform: scope and limits for the model in the body

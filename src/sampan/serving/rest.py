@@ -42,23 +42,6 @@ PREDICT_BODY = {
 # serving.
 
 
-def decode_all(
-    served: ServedModel, raws: list[Any], options: dict[str, Any]
-) -> tuple[Any, list[dict[str, Any]]]:
-    """(collated rows, what each answer should note: a truncated text, say)."""
-    contract = {**served.contract, **options} if options else served.contract
-    samples = []
-    for index, raw in enumerate(raws):
-        try:
-            samples.append(served.task.decode(raw, contract))
-        except DataError as exc:
-            if len(raws) == 1:
-                raise
-            # which one, when a request carries several
-            raise DataError(f"Input {index}: {exc}") from None
-    return served.task.collate(samples, contract), [served.task.notes(s) for s in samples]
-
-
 def truncate_option(body: dict[str, Any]) -> dict[str, Any]:
     """A JSON body's "truncate": false (refuse texts over the model's maximum length) as
     contract options; texts are truncated, and their answers say so, by default."""
@@ -126,9 +109,9 @@ def router(host: ModelHost) -> APIRouter:
             )
         if len(raws) <= 4 and all(served.task.cheap_to_decode(raw) for raw in raws):
             # small: a thread hop would cost more than this
-            rows, notes = decode_all(served, raws, options)
+            rows, notes = served.prepare(raws, options)
         else:
-            rows, notes = await run_in_threadpool(decode_all, served, raws, options)
+            rows, notes = await run_in_threadpool(served.prepare, raws, options)
         rows = served.check_rows(rows)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)

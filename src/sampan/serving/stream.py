@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
 from sampan.serving.admin import json_body, read_json_object
-from sampan.serving.host import ModelHost, ServedModel
+from sampan.serving.host import ModelHost
 
 STREAM_BODY = json_body(
     ["series", "readings"],
@@ -70,19 +70,6 @@ def _readings(value: Any, channels: int) -> np.ndarray:
 def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
     api = APIRouter(tags=["native"])
     buffers = Buffers(max_series)
-    host.stream_buffers = buffers  # type: ignore[attr-defined]  (for metrics and tests)
-
-    def windows(served: ServedModel, history: np.ndarray, new: int) -> tuple[Any, list[int]]:
-        """Collated windows ending at each of the last `new` readings that has a whole
-        window behind it, and the positions (in the new readings) they answer for."""
-        contract = served.contract
-        window = int(contract["window"])
-        ends = [len(history) - new + i for i in range(new) if len(history) - new + i >= window - 1]
-        samples = [served.task.decode(history[e - window + 1 : e + 1], contract) for e in ends]
-        first = len(history) - new
-        return (served.task.collate(samples, contract) if samples else None), [
-            e - first for e in ends
-        ]
 
     @api.post(
         "/v1/models/{name}:stream",
@@ -101,10 +88,14 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
         readings = _readings(body.get("readings"), len(contract["columns"]))
         window = int(contract["window"])
         history = buffers.extend((name, series), readings, window - 1)
-        rows, positions = await run_in_threadpool(windows, served, history, len(readings))
+        # The new readings that have a whole window behind them, and those windows.
+        first = len(history) - len(readings)
+        positions = [i for i in range(len(readings)) if first + i >= window - 1]
+        spans = [history[first + i - window + 1 : first + i + 1] for i in positions]
         request.state.model = name
         results: list[dict[str, Any]] = []
-        if rows is not None:
+        if spans:
+            rows, _ = await run_in_threadpool(served.prepare, spans)
             served, outputs = await host.submit_call(served, served.check_rows(rows), request.state)
             answers = served.task.postprocess(outputs, served.package.manifest.labels, 1)
             results = [{"reading": p, **a} for p, a in zip(positions, answers)]

@@ -202,7 +202,8 @@ async def _rows(served: ServedModel, spec: Any, binary: bytes) -> Any:
         return rows
     texts = parse_texts(spec, binary)
     _within_limit(served, len(texts))
-    return served.check_rows(await run_in_threadpool(served.prepare, texts))
+    rows, _ = await run_in_threadpool(served.prepare, texts)
+    return served.check_rows(rows)
 
 
 def _within_limit(served: ServedModel, rows: int) -> None:

@@ -109,16 +109,6 @@ class TextTask(Task):
         if not raw.strip():
             raise DataError("A text input is empty: send at least one non-blank character.")
         text = raw.lower() if contract.get("lowercase") else raw
-        # A text of many times the model's maximum is cut before tokenising: the tokenizer
-        # would spend seconds on megabytes that truncation throws away anyway.
-        cap = 64 * int(contract.get("max_length") or 256)
-        if len(text) > cap and TOKENIZER in contract:
-            if contract.get("truncate", True) is False:
-                raise DataError(
-                    f"A text of {len(text):,} characters is over this model's maximum of "
-                    f"{contract['max_length']} tokens; shorten it, or allow truncation."
-                )
-            return Truncated(text[:cap])
         return self._check_length(text, contract)
 
     @staticmethod
@@ -127,22 +117,24 @@ class TextTask(Task):
         when the contract says to refuse such texts (contract["truncate"] False).
 
         A token covers at least one UTF-8 byte, so a text of fewer bytes than the maximum less
-        a margin for the special tokens fits, and is not tokenised here (collate does that)."""
+        a margin for the special tokens fits, and is not tokenised here (collate does that).
+        A text of more than 64 characters per token is over without tokenising, and is cut
+        there: the tokenizer would spend seconds on megabytes that truncation drops anyway."""
         tokenizer = contract.get(TOKENIZER)
         if tokenizer is None:  # unbound (reading data): collate truncates
             return text
         limit = int(contract["max_length"])
         if len(text.encode()) + 8 <= limit:
             return text
-        encoding = tokenizer.encode(text)
-        if not encoding.overflowing:
+        cap = 64 * limit
+        if len(text) <= cap and not tokenizer.encode(text).overflowing:
             return text
         if contract.get("truncate", True) is False:
             raise DataError(
                 f"A text is over this model's maximum of {limit} tokens "
-                f"({len(text)} characters); shorten it, or allow truncation."
+                f"({len(text):,} characters); shorten it, or allow truncation."
             )
-        return Truncated(text)
+        return Truncated(text[:cap])
 
     def notes(self, sample: Any) -> dict[str, Any]:
         """What a response should say about one input beyond its result: a truncated text."""

@@ -70,13 +70,9 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
     description = "Sensor readings: an anomaly score and flag for the newest reading."
     monitor = "neg_error"
     train_defaults: ClassVar[dict[str, Any]] = {
+        **TimeSeriesForecast.train_defaults,
         "arch": "mlp_autoencoder",
         "lr": 2e-3,
-        "epochs": 30,
-        "batch_size": 64,
-        "label_smoothing": 0.0,
-        "weight_decay": 0.01,
-        "patience": 5,
         "window": 48,
     }
     quantile = 0.995  # of validation errors: the threshold

@@ -99,8 +99,7 @@ class TimeSeriesForecast(Task):
         horizon = int(options.get("horizon") or 24)
         step = None
         if frame is not None and time is not None:
-            series = ts.regular_series(frame, time, columns, 0, str(listing.source))
-            step = series.step_seconds
+            step = ts.timestamps(frame, time, str(listing.source))[1] / 1e9
         period = int(options.get("period") or ts.default_period(step))
         if window < 2 or horizon < 1:
             raise DataError(f"window must be >= 2 and horizon >= 1 (got {window}, {horizon}).")

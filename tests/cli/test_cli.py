@@ -223,3 +223,26 @@ def test_time_series_from_the_command_line(tmp_path: Path):
     )
     assert proc.returncode != 0 and "longer than the window" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_series_column_from_the_command_line(tmp_path: Path):
+    """--series-column names a numeric id column (never guessed); evaluating a file with a
+    series the model never saw is one line, no traceback."""
+    from tests.tasks.test_ts_series import machines_frame
+
+    home = tmp_path / "home"
+    frame = machines_frame(300)
+    frame["unit"] = frame.pop("machine").str[-1].astype(int)  # units 1, 2, 3
+    frame.to_csv(tmp_path / "plant.csv", index=False)
+    common = ["--task", "ts-forecast", "--window", "24", "--horizon", "6", "--device", "cpu"]
+    args = ["train", str(tmp_path / "plant.csv"), "--name", "plant", *common, "--epochs", "1"]
+    run(*args, "--series-column", "unit", home=home)
+    manifest = json.loads((home / "packages" / "plant" / "1" / "manifest.json").read_text())
+    contract = manifest["preprocessing"]
+    assert contract["series_column"] == "unit" and sorted(contract["series"]) == ["1", "2", "3"]
+    assert contract["columns"] == ["reading"]  # the id column is not a reading
+    frame.loc[frame["unit"] == 3, "unit"] = 7
+    frame.to_csv(tmp_path / "other.csv", index=False)
+    proc = run("eval", "plant", "--data", str(tmp_path / "other.csv"), home=home, check=False)
+    assert proc.returncode != 0 and "Series '7' was not seen in training" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

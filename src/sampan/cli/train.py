@@ -41,6 +41,9 @@ def train(
     period: int = typer.Option(None, help="Time series: season in steps [from the interval]."),
     columns: str = typer.Option(None, help="Time series: value columns, a,b,c [all numeric]."),
     time_column: str = typer.Option(None, help="Time series: timestamp column [found]."),
+    series_column: str = typer.Option(
+        None, help="Time series: series id column, one model for several machines [found]."
+    ),
     channels: int = typer.Option(None, help="1 or 3 [default: detected]."),
     augment: str = typer.Option(None, help="none, shift, flip, shift+flip [default: none]."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),

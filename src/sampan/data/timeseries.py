@@ -1,4 +1,5 @@
-"""Sensor time series from CSV or Parquet: one timestamp column, one or more value columns.
+"""Sensor time series from CSV or Parquet: one timestamp column, one or more value columns,
+optionally a series id column (several machines or sensors in one file).
 
 What happens to imperfect data (the README says the same):
 
@@ -9,14 +10,17 @@ What happens to imperfect data (the README says the same):
   interpolation between its neighbours; longer gaps stay missing, and any window that would
   touch one is left out (counted), never filled with invented readings;
 - the split is chronological: the first 70% of the time axis trains, the next 15% validates,
-  the last 15% is the test segment; a window belongs to the segment its forecast falls in.
+  the last 15% is the test segment; a window belongs to the segment its forecast falls in;
+- with a series id column, each series is all of the above on its own: its own grid, its own
+  windows (none crosses from one series into another) and its own 70/15/15 cut, so every
+  series is in every segment; every series must be sampled at the same interval.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +29,8 @@ from sampan.errors import DataError
 SPLITS = (0.70, 0.15)  # train, validation; the rest is the test segment
 # A season per sampling interval, for seasonal-naive baselines when none is given.
 SEASONS = {1800: 48, 3600: 24, 900: 96, 600: 144, 300: 288, 60: 1440, 86400: 7, 604800: 52}
+# Column names taken as the series id when none is named (and only one such column holds text).
+SERIES_COLUMNS = ("series", "series_id", "entity", "entity_id", "machine", "sensor", "unit")
 
 
 @dataclass
@@ -97,20 +103,124 @@ def value_columns(frame: Any, time: str | None, exclude: tuple[str, ...] = ()) -
     return names
 
 
-def timestamps(frame: Any, time: str, source: str) -> tuple[Any, int]:
-    """(the time column parsed, the median step in ns); a clear error for a value that is not
-    a time and for a repeated or backward timestamp."""
+class SeriesWindow(NamedTuple):
+    """One decoded window of a model trained per series: readings (W, C) float32 in their own
+    units, and the id of the series they come from (its statistics are looked up in collate)."""
+
+    values: np.ndarray
+    series: str
+
+
+def series_column(frame: Any, wanted: str | None, exclude: tuple[str, ...] = ()) -> str | None:
+    """The series id column: the one named, else the one column called series, series_id,
+    entity, entity_id, machine, sensor or unit that holds text (numbers may be readings) with
+    at least two ids; None when there is none."""
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise DataError(
+                f"No column {wanted!r} (the file has: {', '.join(map(str, frame.columns))})."
+            )
+        return wanted
+    found = [
+        str(c)
+        for c in frame.columns
+        if str(c).lower() in SERIES_COLUMNS
+        and c not in exclude
+        and not _numeric(frame[c])
+        and frame[c].nunique() > 1
+    ]
+    if len(found) > 1:
+        raise DataError(
+            f"Columns {', '.join(found)} could each be the series id; name one with "
+            "--series-column."
+        )
+    return found[0] if found else None
+
+
+def split_series(frame: Any, column: str | None, source: str) -> list[tuple[Any, Any, Any]]:
+    """(series id, its rows, their lines in the file) per series, in order of first appearance;
+    without a series column, (None, the frame, None). Ids are text ("3" for a numeric 3)."""
     import pandas as pd
 
+    if column is None:
+        return [(None, frame, None)]
+    if column not in frame.columns:
+        raise DataError(
+            f"{source} lacks the series column {column!r} that the model reads "
+            f"(the file has: {', '.join(map(str, frame.columns))}); rename it back."
+        )
+    ids = frame[column]
+    blank = np.flatnonzero(ids.isna().to_numpy())
+    if len(blank):
+        raise DataError(f"{source} row {blank[0] + 2}: no series id in column {column!r}.")
+    if ids.dtype.kind == "f" and bool((ids == ids.round()).all()):
+        ids = ids.astype(np.int64)  # 3.0 is series "3"
+    ids = ids.astype(str).str.strip()
+    lines = np.arange(len(frame)) + 2
+    groups = ids.groupby(ids.to_numpy(), sort=False).indices
+    return [(key, frame.iloc[groups[key]], lines[groups[key]]) for key in pd.unique(ids)]
+
+
+def named(source: str, series: str | None) -> str:
+    """How errors name one series of a file."""
+    return source if series is None else f"{source} series {series!r}"
+
+
+def sampling_step(frame: Any, time: str | None, column: str | None, source: str) -> float | None:
+    """Seconds between readings (the median step), one for every series; None without a time
+    column."""
+    if time is None:
+        return None
+    steps: dict[Any, float] = {}
+    for key, part, rows in split_series(frame, column, source):
+        steps[key] = timestamps(part, time, named(source, key), rows)[1] / 1e9
+    distinct = {step: key for key, step in steps.items()}
+    if len(distinct) > 1:
+        (a, first), (b, second) = list(distinct.items())[:2]
+        raise DataError(
+            f"{source}: series {first!r} is sampled every {a:g} s and {second!r} every {b:g} s; "
+            "one model reads one interval. Resample them alike, or train them apart."
+        )
+    return next(iter(distinct))
+
+
+def check_series(contract: dict[str, Any], series: Any) -> str:
+    """The id of a series the model was trained on, as text; a one-line DataError naming it
+    and a few known ids when the model never saw it (or when none is given)."""
+    known = contract.get("series") or {}
+    listed = ", ".join(list(known)[:5]) + (", ..." if len(known) > 5 else "")
+    if series is None or isinstance(series, bool) or not isinstance(series, (str, int)):
+        raise DataError(
+            f"This model was trained per series (column {contract.get('series_column')!r}): "
+            f'name each window\'s series, {{"series": ID, "window": [...]}}; it knows '
+            f"{len(known)}: {listed}."
+        )
+    key = str(series).strip()
+    if key not in known:
+        raise DataError(
+            f"Series {key!r} was not seen in training; this model knows {len(known)}: {listed}."
+        )
+    return key
+
+
+def timestamps(frame: Any, time: str, source: str, rows: Any = None) -> tuple[Any, int]:
+    """(the time column parsed, the median step in ns); a clear error for a value that is not
+    a time and for a repeated or backward timestamp. rows: each row's line in the file (for
+    one series of several); default: the frame is the file."""
+    import pandas as pd
+
+    lines = np.arange(len(frame)) + 2 if rows is None else rows  # 1-based, after the header
     # utc=True: local times with a daylight-saving offset that changes are one timeline
     stamps = pd.to_datetime(frame[time], errors="coerce", utc=True)
     bad = np.flatnonzero(stamps.isna().to_numpy())
     if len(bad):
-        raise DataError(f"{source} row {bad[0] + 2}: {frame[time].iloc[bad[0]]!r} is not a time.")
+        raise DataError(
+            f"{source} row {lines[bad[0]]}: {frame[time].iloc[bad[0]]!r} is not a time."
+        )
     steps = np.diff(stamps.to_numpy()).astype("timedelta64[ns]").astype(np.int64)
     back = np.flatnonzero(steps <= 0)
     if len(back):
-        row = back[0] + 3  # +1 for the next row, +1 for 1-based, +1 for the header
+        row = lines[back[0] + 1]  # the row that repeats or goes back
         kind = "repeats" if steps[back[0]] == 0 else "goes back in time"
         raise DataError(
             f"{source} row {row}: timestamp {stamps.iloc[back[0] + 1]} {kind} "
@@ -122,7 +232,7 @@ def timestamps(frame: Any, time: str, source: str) -> tuple[Any, int]:
 
 
 def regular_series(
-    frame: Any, time: str | None, columns: list[str], max_gap: int, source: str
+    frame: Any, time: str | None, columns: list[str], max_gap: int, source: str, rows: Any = None
 ) -> Series:
     """The frame's columns on a regular time grid, short gaps interpolated (see the module)."""
     import pandas as pd
@@ -136,7 +246,7 @@ def regular_series(
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     start, step = None, None
     if time is not None:
-        stamps, step_ns = timestamps(frame, time, source)
+        stamps, step_ns = timestamps(frame, time, source, rows)
         # Each reading goes to its nearest grid point (a clock a few seconds off stays on its
         # own step); readings that meet on one point are averaged.
         offsets = (stamps - stamps.iloc[0]).to_numpy().astype("timedelta64[ns]").astype(np.int64)

@@ -4,7 +4,9 @@ embedded, mixed across patches and across features by MLPs, and projected to the
 
 The package's normalisation (mean/std fitted on the training split) is built into the network,
 so it takes raw readings (N, window, channels) and returns raw readings (N, horizon, channels),
-on every backend and in ONNX alike."""
+on every backend and in ONNX alike. A model trained per series (`series_stats`) takes each
+window followed by its series' mean and std, (N, window + 2, channels), and answers in that
+series' units."""
 
 from __future__ import annotations
 
@@ -14,14 +16,30 @@ from sampan.models.base import ARCHITECTURES, ArchitectureSpec, register_preset
 
 
 def add_normalisation(
-    module: Any, mean: list[float] | None, std: list[float] | None, channels: int
+    module: Any,
+    mean: list[float] | None,
+    std: list[float] | None,
+    channels: int,
+    series_stats: bool = False,
 ) -> None:
     """The contract's per-column mean and std as buffers shaped (1, 1, channels), so a
-    network reads raw readings (N, window, channels) on every backend and in ONNX."""
+    network reads raw readings (N, window, channels) on every backend and in ONNX; with
+    series_stats, none: each input row brings its own (see `normalisation`)."""
     import torch
 
-    module.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, 1, -1))
-    module.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, 1, -1))
+    module.series_stats = series_stats
+    if not series_stats:
+        module.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, 1, -1))
+        module.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, 1, -1))
+
+
+def normalisation(module: Any, x: Any) -> tuple[Any, Any, Any]:
+    """(readings (N, window, C), mean, std (N or 1, 1, C)) of an input: the buffers', or, for
+    a network with series_stats, the last two rows of each input (its series' mean and std,
+    put there by the task's collate)."""
+    if module.series_stats:
+        return x[:, :-2], x[:, -2:-1], x[:, -1:]
+    return x, module.mean, module.std
 
 
 @ARCHITECTURES.register("patch_mixer")
@@ -31,6 +49,7 @@ def build_patch_mixer(
     channels: int = 1,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    series_stats: bool = False,
     patch: int = 8,
     width: int = 64,
     depth: int = 2,
@@ -66,7 +85,7 @@ def build_patch_mixer(
     class PatchMixer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            add_normalisation(self, mean, std, channels)
+            add_normalisation(self, mean, std, channels, series_stats)
             self.embed = nn.Linear(patch, width)
             self.position = nn.Parameter(torch.zeros(1, patches, width))
             self.blocks = nn.Sequential(*[MixerBlock() for _ in range(depth)])
@@ -79,9 +98,10 @@ def build_patch_mixer(
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
-        def forward(self, x: Any) -> Any:  # (N, window, channels) raw readings
+        def forward(self, x: Any) -> Any:  # (N, window [+ 2], channels) raw readings
             n = x.shape[0]
-            x = (x - self.mean) / self.std
+            x, mean, std = normalisation(self, x)
+            x = (x - mean) / std
             level = x.mean(dim=1, keepdim=True)
             spread = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
             x = (x - level) / spread
@@ -94,7 +114,7 @@ def build_patch_mixer(
             future = self.head(tokens.reshape(n * channels, patches * width))
             future = future + self.linear(series[:, -window:])
             future = future.reshape(n, channels, horizon).transpose(1, 2)
-            return (future * spread + level) * self.std + self.mean
+            return (future * spread + level) * std + mean
 
     return PatchMixer().eval()
 

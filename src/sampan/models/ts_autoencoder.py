@@ -3,14 +3,16 @@ network returns each step's reconstruction error (mean over channels, in the pac
 normalised units, each window's mean level removed) divided by the calibrated threshold, so
 above 1 means anomalous.
 
-Normalisation and threshold are buffers, so every backend and the ONNX export score alike."""
+Normalisation and threshold are buffers, so every backend and the ONNX export score alike; a
+model trained per series (`series_stats`) takes each window's series' mean and std as the
+window's last two rows instead (see patch_mixer.normalisation)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sampan.models.base import ARCHITECTURES, ArchitectureSpec, register_preset
-from sampan.models.patch_mixer import add_normalisation
+from sampan.models.patch_mixer import add_normalisation, normalisation
 
 
 @ARCHITECTURES.register("mlp_autoencoder")
@@ -19,6 +21,7 @@ def build_mlp_autoencoder(
     channels: int = 1,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    series_stats: bool = False,
     threshold: float = 1.0,
     width: int = 128,
     code: int = 8,
@@ -33,14 +36,15 @@ def build_mlp_autoencoder(
     class Autoencoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            add_normalisation(self, mean, std, channels)
+            add_normalisation(self, mean, std, channels, series_stats)
             self.register_buffer("threshold", torch.tensor(float(threshold)))
             self.encode = nn.Sequential(nn.Linear(size, width), nn.GELU(), nn.Linear(width, code))
             self.decode = nn.Sequential(nn.Linear(code, width), nn.GELU(), nn.Linear(width, size))
 
-        def forward(self, x: Any) -> Any:  # (N, window, channels) -> (N, window)
+        def forward(self, x: Any) -> Any:  # (N, window [+ 2], channels) -> (N, window)
             n = x.shape[0]
-            x = (x - self.mean) / self.std
+            x, mean, std = normalisation(self, x)
+            x = (x - mean) / std
             # Each window's own level is taken out: a slow change of level (a season, a
             # trend) is not an anomaly, a reading that breaks the window's shape is.
             x = (x - x.mean(dim=1, keepdim=True)).reshape(n, size)
@@ -63,6 +67,7 @@ def build_mlp_residual(
     channels: int = 1,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    series_stats: bool = False,
     threshold: float = 1.0,
     width: int = 128,
     drop_rate: float = 0.1,
@@ -81,7 +86,7 @@ def build_mlp_residual(
     class Residual(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            add_normalisation(self, mean, std, channels)
+            add_normalisation(self, mean, std, channels, series_stats)
             self.register_buffer("threshold", torch.tensor(float(threshold)))
             self.predict = nn.Sequential(
                 nn.Linear(history, width),
@@ -91,9 +96,10 @@ def build_mlp_residual(
             )
             self.linear = nn.Linear(history, channels)  # the linear part learns seasons fast
 
-        def forward(self, x: Any) -> Any:  # (N, window, channels) -> (N, 1)
+        def forward(self, x: Any) -> Any:  # (N, window [+ 2], channels) -> (N, 1)
             n = x.shape[0]
-            x = (x - self.mean) / self.std
+            x, mean, std = normalisation(self, x)
+            x = (x - mean) / std
             past, newest = x[:, :-1], x[:, -1]
             level = past.mean(dim=1)
             flat = (past - level.unsqueeze(1)).reshape(n, history)

@@ -7,7 +7,8 @@ keeps at most `max_series` series, dropping the one heard from least recently wh
 arrives (it then starts over, and says how many readings it still needs). Readings are taken
 as consecutive at the model's sampling interval, in the order sent; null is a missing reading
 (the task interpolates a few, as for any window). Buffers live in this process: behind several
-replicas, route a series to one replica.
+replicas, route a series to one replica. For a model trained per series (a series id column),
+the series must be one it was trained on, checked before anything is buffered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from sampan.data.timeseries import check_series
 from sampan.errors import DataError
 from sampan.serving.admin import json_body, read_json_object
 from sampan.serving.host import ModelHost
@@ -85,6 +87,8 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
         series = body.get("series")
         if not isinstance(series, str) or not 0 < len(series) <= 128:
             raise DataError("series must be a name of 1 to 128 characters (one per sensor).")
+        if contract.get("series_column"):  # trained per series: its statistics are the id's
+            series = check_series(contract, series)
         readings = _readings(body.get("readings"), len(contract["columns"]))
         window = int(contract["window"])
         history = buffers.extend((name, series), readings, window - 1)
@@ -95,7 +99,8 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
         request.state.model = name
         results: list[dict[str, Any]] = []
         if spans:
-            rows, _ = await run_in_threadpool(served.prepare, spans)
+            raws = [{"series": series, "values": span} for span in spans]
+            rows, _ = await run_in_threadpool(served.prepare, raws)
             served, outputs = await host.submit_call(served, served.check_rows(rows), request.state)
             answers = served.task.postprocess(outputs, served.package.manifest.labels, 1)
             results = [{"reading": p, **a} for p, a in zip(positions, answers)]

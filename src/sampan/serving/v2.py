@@ -3,6 +3,9 @@
 Image models take numeric tensors; text models take one BYTES tensor of shape [N] (one
 string per text): JSON strings, or in the binary extension each element as a 4-byte
 little-endian length followed by its bytes. Texts go through the task's decode and collate.
+A time-series model trained per series takes two tensors: "input", the windows [N, W, C], and
+"series", a BYTES tensor [N] naming each window's series; both go through the task's decode
+(which refuses a series it was not trained on) and collate.
 """
 
 from __future__ import annotations
@@ -206,6 +209,64 @@ async def _rows(served: ServedModel, spec: Any, binary: bytes) -> Any:
     return served.check_rows(rows)
 
 
+def _per_series(served: ServedModel) -> bool:
+    """Whether the model was trained per series: its inputs name their series."""
+    return bool(served.contract.get("series_column"))
+
+
+def _binary_parts(specs: list[Any], binary: bytes) -> list[bytes]:
+    """Each input's share of the binary tail, in order: its binary_data_size bytes, or none
+    for an input sent as JSON data."""
+    parts, offset = [], 0
+    for spec in specs:
+        size = _fields(spec)[3]
+        if size is None:
+            parts.append(b"")
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise DataError("binary_data_size must be a number of bytes.")
+        parts.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise DataError(
+            "The inputs' binary_data_size do not add up to the binary part of the body."
+        )
+    return parts
+
+
+async def _series_rows(served: ServedModel, specs: Any, binary: bytes) -> Any:
+    """The checked rows of a model trained per series, from its "input" windows and their
+    "series" ids, decoded and collated by the task (unknown ids refused there)."""
+    window, columns = served.contract["window"], len(served.contract["columns"])
+    usage = (
+        f"{served.name} was trained per series: send two tensors, 'input' (the windows, FP32 "
+        f"[N, {window}, {columns}]) and 'series' (BYTES [N], each window's series id)."
+    )
+    if (
+        not isinstance(specs, list)
+        or len(specs) != 2
+        or not all(isinstance(s, dict) for s in specs)
+    ):
+        raise DataError(usage)
+    parts = dict(zip([spec.get("name") for spec in specs], _binary_parts(specs, binary)))
+    named = {spec.get("name"): spec for spec in specs}
+    if set(named) != {"input", "series"}:
+        raise DataError(usage)
+    if named["series"].get("datatype") != "BYTES":
+        raise DataError("'series' must be a BYTES tensor of shape [N]: each window's series id.")
+    windows = parse_tensor(named["input"], parts["input"])
+    ids = parse_texts(named["series"], parts["series"])
+    if len(ids) != len(windows):
+        raise DataError(f"'series' names {len(ids)} series for {len(windows)} windows: one each.")
+    _within_limit(served, len(windows))
+    raws = [
+        {"series": key.decode("utf-8", "replace") if isinstance(key, bytes) else key, "values": w}
+        for key, w in zip(ids, windows)
+    ]
+    rows, _ = await run_in_threadpool(served.prepare, raws)
+    return served.check_rows(rows)
+
+
 def _within_limit(served: ServedModel, rows: int) -> None:
     if rows > served.batcher.max_batch_size:
         raise DataError(
@@ -236,7 +297,7 @@ def router(host: ModelHost) -> APIRouter:
     async def metadata(name: str) -> dict[str, Any]:
         served = host.get(name)
         engine, manifest = served.engine, served.package.manifest
-        tensor = (
+        tensors = [
             {"name": "text", "datatype": "BYTES", "shape": [-1]}
             if served.takes_text
             else {
@@ -244,14 +305,20 @@ def router(host: ModelHost) -> APIRouter:
                 "datatype": NAMES[engine.input_dtype.name],
                 "shape": [-1, *engine.input_shape],
             }
-        )
+        ]
+        if _per_series(served):  # windows (without the statistics collate adds) and their ids
+            shape = [-1, served.contract["window"], len(served.contract["columns"])]
+            tensors = [
+                {"name": "input", "datatype": "FP32", "shape": shape},
+                {"name": "series", "datatype": "BYTES", "shape": [-1]},
+            ]
         # classifiers: one score per label; embeddings: the vector's size, when recorded
         width = len(manifest.labels) or int(manifest.training.get("dimension") or -1)
         return {
             "name": name,
             "versions": [str(manifest.version)],
             "platform": engine.name,
-            "inputs": [tensor],
+            "inputs": tensors,
             "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, width]}],
         }
 
@@ -269,9 +336,12 @@ def router(host: ModelHost) -> APIRouter:
     async def infer(name: str, request: Request) -> Any:
         served = host.get(name)
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-        if not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
+        if _per_series(served):
+            rows = await _series_rows(served, body.get("inputs"), binary)
+        elif not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
             raise DataError(f"{name} takes exactly one input tensor in 'inputs'.")
-        rows = await _rows(served, body["inputs"][0], binary)
+        else:
+            rows = await _rows(served, body["inputs"][0], binary)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
         result: dict[str, Any] = {

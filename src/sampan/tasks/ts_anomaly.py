@@ -2,8 +2,10 @@
 readings: an autoencoder learns to reconstruct normal windows, and a window whose newest
 reading it cannot reconstruct is anomalous.
 
-Data: as ts-forecast (timestamp, value columns), plus an optional 0/1 label column (`label`,
-`anomaly` or `is_anomaly`) used only to leave anomalous windows out of training and to score.
+Data: as ts-forecast (timestamp, value columns, optional series id column), plus an optional
+0/1 label column (`label`, `anomaly` or `is_anomaly`) used only to leave anomalous windows out
+of training and to score. Per series, windows are normalised by their own series' statistics,
+so one series' normal level is not another's anomaly.
 The network returns, per window, each step's reconstruction error in units of the threshold
 calibrated after training (a quantile of the validation windows' errors, stored in the
 package): a score above 1 is an anomaly. A window's score is its newest step's, so a served
@@ -26,8 +28,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sampan.data import timeseries as ts
+from sampan.errors import DataError
 from sampan.tasks.base import TASKS, Listing, Samples
-from sampan.tasks.ts_forecast import TEST, TRAIN, VAL, TimeSeriesForecast
+from sampan.tasks.ts_forecast import TEST, TRAIN, VAL, TimeSeriesForecast, normalisation_args
 
 LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")
 
@@ -69,6 +72,7 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
     name = "ts-anomaly"
     description = "Sensor readings: an anomaly score and flag for the newest reading."
     monitor = "neg_error"
+    console_form = "anomaly"
     train_defaults: ClassVar[dict[str, Any]] = {
         **TimeSeriesForecast.train_defaults,
         "arch": "mlp_autoencoder",
@@ -83,24 +87,41 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
         if frame is not None:
             label = next((str(c) for c in frame.columns if str(c).lower() in LABEL_COLUMNS), None)
             time = ts.time_column(frame, options.get("time_column"))
+            series = ts.series_column(
+                frame, options.get("series_column"), (time or "", label or "")
+            )
+            options = {**options, "series_column": series}
             if not options.get("columns"):
-                options = {**options, "columns": ts.value_columns(frame, time, (label or "",))}
+                exclude = (label or "", series or "")
+                options = {**options, "columns": ts.value_columns(frame, time, exclude)}
         contract = super().preprocessing(listing, {**options, "horizon": 1, "period": 1})
         contract.pop("horizon")
         contract.pop("period")
         return {**contract, "label_column": label, "threshold": None, "quantile": self.quantile}
 
     def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
-        frame = listing.items[0]
         label = contract.get("label_column")
+        extra = [label] if label and label in listing.items[0].columns else []
+        parts, dropped = [], 0
+        digest = hashlib.sha256()
+        for key, series in self.series_of(listing, contract, extra):
+            try:
+                inputs, targets, segments, lost = self._scored_windows(series, contract)
+            except DataError as exc:
+                raise DataError(f"{ts.named(listing.source, key)}: {exc}") from None
+            parts.append((key, inputs, targets, segments))
+            dropped += lost
+            if key is not None:
+                digest.update(key.encode() + b"\0")
+            digest.update(np.ascontiguousarray(series.values).tobytes())
+        skipped = [f"{dropped} window(s) touch a long gap"] if dropped else []
+        return self._assemble(listing, contract, parts, digest.hexdigest(), skipped)
+
+    def _scored_windows(
+        self, series: ts.Series, contract: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One series' (windows, targets: label and z-score, segments, windows dropped)."""
         columns = contract["columns"]
-        series = ts.regular_series(
-            frame,
-            contract["time_column"],
-            columns + ([label] if label and label in frame.columns else []),
-            contract["max_gap"],
-            listing.source,
-        )
         values = series.values[:, : len(columns)]
         labels = np.zeros(len(values), dtype=np.float32)
         if series.values.shape[1] > len(columns):
@@ -117,23 +138,13 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
         keep = ~((segments == TRAIN) & any_anomaly)
         inputs, ends, segments = inputs[keep], ends[keep], segments[keep]
         targets = np.stack([labels[ends], zscore_baseline(inputs)], axis=1).astype(np.float32)
-        digest = hashlib.sha256(np.ascontiguousarray(series.values).tobytes())
-        return Samples(
-            inputs=inputs,
-            targets=targets,
-            labels=[],
-            source=listing.source,
-            fingerprint=digest.hexdigest(),
-            skipped=[f"{dropped} window(s) touch a long gap"] if dropped else [],
-            segments=segments.astype(np.int8),
-        )
+        return inputs, targets, segments, dropped
 
     def network_args(self, contract: dict[str, Any]) -> dict[str, Any]:
         return {
             "window": contract["window"],
             "channels": len(contract["columns"]),
-            "mean": contract["mean"],
-            "std": contract["std"],
+            **normalisation_args(contract),
             "threshold": contract.get("threshold") or 1.0,
         }
 
@@ -175,6 +186,3 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
                 return errors.mean()
 
         return MeanError()
-
-    def input_spec(self, contract: dict[str, Any]) -> Any:
-        return (contract["window"], len(contract["columns"])), "float32"

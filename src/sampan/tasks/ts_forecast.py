@@ -1,14 +1,21 @@
 """ts-forecast: the next `horizon` readings of a sensor series from its last `window` readings.
 
 Data: a CSV or Parquet file with a timestamp column and numeric value columns (every numeric
-column, or the ones `--columns` names); see sampan.data.timeseries for gaps and the split.
+column, or the ones `--columns` names), optionally a series id column (`--series-column`, or
+one found by name); see sampan.data.timeseries for gaps and the split.
+
+Normalisation: one mean/std per column fitted on the training windows and built into the
+network; or, for a model trained per series, one per series and column, kept in the
+contract's "series" and handed to the network with each window (collate), so a series of
+readings near 10 and one near 10,000 are both seen in their own units.
 
 Metrics are always printed next to the honest baselines: the seasonal-naive forecast (the
 same step one season earlier) and the last value. To keep metrics() a pure function of
 (outputs, targets), each window's targets carry, besides the true future, both baselines'
 forecasts of it and the MASE scale: targets[..., 0] truth, [..., 1] seasonal naive,
 [..., 2] last value, [..., 3] the scale (the seasonal-naive MAE over the training segment,
-per channel). The network never sees slots 1-3; the loss reads slot 0.
+per channel, of the window's own series). The network never sees slots 1-3; the loss reads
+slot 0.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ def mase_scale(values: np.ndarray, period: int) -> np.ndarray:
 
 def forecast_metrics(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     """MAE, RMSE, MASE and sMAPE of the model and of both baselines on the same windows."""
-    truth, scale = targets[..., 0], targets[:1, :1, :, 3]
+    truth, scale = targets[..., 0], targets[..., 3]  # the scale of each window's own series
     result: dict[str, Any] = {}
     for name, forecast in (
         ("", outputs),
@@ -67,11 +74,31 @@ def forecast_metrics(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]
     return result
 
 
+def _statistics(windows: Any, channels: int) -> tuple[list[float], list[float]]:
+    """Per column: mean and std (1 where a column never moves) of windows' readings, to 7
+    significant digits (float32's), not decimals: a sensor may read 1e-6 units."""
+    values = np.asarray(windows, dtype=np.float64).reshape(-1, channels)
+    std = np.nanstd(values, axis=0)
+    return (
+        [float(f"{v:.7g}") for v in np.nanmean(values, axis=0)],
+        [float(f"{v:.7g}") for v in np.where(std > 0, std, 1.0)],
+    )
+
+
+def normalisation_args(contract: dict[str, Any]) -> dict[str, Any]:
+    """How a series network normalises: the contract's mean and std built in as buffers, or,
+    for a model trained per series, the statistics each input row carries (see collate)."""
+    if contract.get("series_column"):
+        return {"series_stats": True}
+    return {"mean": contract["mean"], "std": contract["std"]}
+
+
 @TASKS.register("ts-forecast")
 class TimeSeriesForecast(Task):
     name = "ts-forecast"
     description = "Sensor readings: the next `horizon` steps from the last `window` steps."
     monitor = "skill"
+    console_form = "forecast"
     train_defaults: ClassVar[dict[str, Any]] = {
         "arch": "patch_mixer",
         "lr": 3e-3,
@@ -90,16 +117,21 @@ class TimeSeriesForecast(Task):
     def preprocessing(self, listing: Listing | None, options: dict[str, Any]) -> dict[str, Any]:
         frame = listing.items[0] if listing is not None else None
         time = ts.time_column(frame, options.get("time_column")) if frame is not None else None
+        series = None
+        if frame is not None:
+            series = ts.series_column(frame, options.get("series_column"), (time or "",))
         columns = options.get("columns")
         if isinstance(columns, str):
             columns = [c.strip() for c in columns.split(",") if c.strip()]
         if not columns and frame is not None:
-            columns = ts.value_columns(frame, time)
+            columns = ts.value_columns(frame, time, (series or "",))
+        if series is not None and series in (columns or []):
+            raise DataError(f"{series!r} is the series id column; it cannot be a value column.")
         window = int(options.get("window") or 96)
         horizon = int(options.get("horizon") or 24)
         step = None
-        if frame is not None and time is not None:
-            step = ts.timestamps(frame, time, str(listing.source))[1] / 1e9
+        if frame is not None:
+            step = ts.sampling_step(frame, time, series, str(listing.source))
         period = int(options.get("period") or ts.default_period(step))
         if window < 2 or horizon < 1:
             raise DataError(f"window must be >= 2 and horizon >= 1 (got {window}, {horizon}).")
@@ -113,6 +145,7 @@ class TimeSeriesForecast(Task):
             "kind": "timeseries",
             "time_column": time,
             "columns": list(columns or []),
+            "series_column": series,
             "window": window,
             "horizon": horizon,
             "stride": int(options.get("stride") or 1),
@@ -122,29 +155,103 @@ class TimeSeriesForecast(Task):
             "max_missing": float(options.get("max_missing", 0.1)),
             "mean": None,
             "std": None,
+            "series": None,  # per series id: its mean and std, when trained per series
         }
 
-    def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
-        frame = listing.items[0]
-        series = ts.regular_series(
-            frame,
-            contract["time_column"],
-            contract["columns"],
-            contract["max_gap"],
-            listing.source,
-        )
-        step = contract["step_seconds"]
-        if step and series.step_seconds and abs(series.step_seconds - step) > 1e-6:
-            raise DataError(
-                f"{listing.source} is sampled every {series.step_seconds:g} s; the model "
-                f"reads one every {step:g} s. Resample it first."
+    def series_of(
+        self, listing: Listing, contract: dict[str, Any], extra: Sequence[str] = ()
+    ) -> list[tuple[str | None, ts.Series]]:
+        """Each series of a file on its own grid, with its id (None for a file that is one
+        series); the columns read are the contract's and `extra` ones (a label)."""
+        result = []
+        source = listing.source
+        for key, part, rows in ts.split_series(
+            listing.items[0], contract.get("series_column"), source
+        ):
+            if key is not None and contract.get("series") is not None:
+                try:
+                    ts.check_series(contract, key)
+                except DataError as exc:
+                    raise DataError(f"{source}: {exc}") from None
+            name = ts.named(source, key)
+            series = ts.regular_series(
+                part,
+                contract["time_column"],
+                contract["columns"] + list(extra),
+                contract["max_gap"],
+                name,
+                rows,
             )
+            step = contract["step_seconds"]
+            if step and series.step_seconds and abs(series.step_seconds - step) > 1e-6:
+                raise DataError(
+                    f"{name} is sampled every {series.step_seconds:g} s; the model "
+                    f"reads one every {step:g} s. Resample it first."
+                )
+            result.append((key, series))
+        return result
+
+    def _assemble(
+        self,
+        listing: Listing,
+        contract: dict[str, Any],
+        parts: list[tuple[str | None, np.ndarray, np.ndarray, np.ndarray]],
+        fingerprint: str,
+        skipped: list[str],
+    ) -> Samples:
+        """Samples from each series' (id, windows, targets, segments); a model trained per
+        series takes its windows as SeriesWindows, and every series must have training ones."""
+        if contract.get("series_column") and contract.get("series") is None:  # training
+            for key, _, _, segments in parts:
+                if not (segments == TRAIN).any():
+                    raise DataError(
+                        f"{ts.named(listing.source, key)} leaves no whole window in its "
+                        "training segment (its first 70%); use a shorter --window, or leave "
+                        "that series out."
+                    )
+        inputs: Any = np.concatenate([part[1] for part in parts])
+        if contract.get("series_column"):
+            ids = [str(key) for key, windows, _, _ in parts for _ in range(len(windows))]
+            inputs = [ts.SeriesWindow(w, k) for w, k in zip(inputs, ids)]
+        return Samples(
+            inputs=inputs,
+            targets=np.concatenate([part[2] for part in parts]),
+            labels=[],
+            source=listing.source,
+            fingerprint=fingerprint,
+            skipped=skipped,
+            segments=np.concatenate([part[3] for part in parts]).astype(np.int8),
+        )
+
+    def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
+        parts, dropped = [], 0
+        digest = hashlib.sha256()
+        for key, series in self.series_of(listing, contract):
+            try:
+                inputs, targets, segments, lost = self._windows(series, contract)
+            except DataError as exc:
+                raise DataError(f"{ts.named(listing.source, key)}: {exc}") from None
+            parts.append((key, inputs, targets, segments))
+            dropped += lost
+            if key is not None:
+                digest.update(key.encode() + b"\0")
+            digest.update(np.ascontiguousarray(series.values).tobytes())
+        digest.update(",".join(contract["columns"]).encode())
+        skipped = [f"{dropped} window(s) touch a gap longer than {contract['max_gap']} steps"]
+        return self._assemble(
+            listing, contract, parts, digest.hexdigest(), skipped if dropped else []
+        )
+
+    def _windows(
+        self, series: ts.Series, contract: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One series' (windows, targets, segments, windows dropped for a long gap)."""
         window, horizon, period = contract["window"], contract["horizon"], contract["period"]
         inputs, futures, starts, dropped = ts.windows(
             series.values, window, horizon, contract["stride"]
         )
         if len(inputs) == 0:
-            raise DataError(f"{listing.source}: every window touches a gap too long to fill.")
+            raise DataError("every window touches a gap too long to fill.")
         val_begin, test_begin = ts.segment_bounds(len(series.values))
         ends = starts + horizon
         segments = np.where(ends <= val_begin, TRAIN, np.where(ends <= test_begin, VAL, TEST))
@@ -162,55 +269,72 @@ class TimeSeriesForecast(Task):
             ],
             axis=-1,
         ).astype(np.float32)
-        digest = hashlib.sha256(np.ascontiguousarray(series.values).tobytes())
-        digest.update(",".join(series.columns).encode())
-        skipped = [f"{dropped} window(s) touch a gap longer than {contract['max_gap']} steps"]
-        return Samples(
-            inputs=inputs,
-            targets=targets,
-            labels=[],
-            source=listing.source,
-            fingerprint=digest.hexdigest(),
-            skipped=skipped if dropped else [],
-            segments=segments.astype(np.int8),
-        )
+        return inputs, targets, segments, dropped
 
     def fit(self, contract: dict[str, Any], train_inputs: Any) -> dict[str, Any]:
-        values = np.asarray(train_inputs, dtype=np.float64).reshape(-1, len(contract["columns"]))
-        std = np.nanstd(values, axis=0)
-        return {
-            **contract,
-            # 7 significant digits (float32's), not decimals: a sensor may read 1e-6 units
-            "mean": [float(f"{v:.7g}") for v in np.nanmean(values, axis=0)],
-            "std": [float(f"{v:.7g}") for v in np.where(std > 0, std, 1.0)],
-        }
+        if not contract.get("series_column"):
+            mean, std = _statistics(train_inputs, len(contract["columns"]))
+            return {**contract, "mean": mean, "std": std}
+        groups: dict[str, list[np.ndarray]] = {}
+        for sample in train_inputs:
+            groups.setdefault(sample.series, []).append(sample.values)
+        stats = {}
+        for key, windows in groups.items():
+            mean, std = _statistics(windows, len(contract["columns"]))
+            stats[key] = {"mean": mean, "std": std}
+        return {**contract, "series": stats}
 
     def network_args(self, contract: dict[str, Any]) -> dict[str, Any]:
         return {
             "window": contract["window"],
             "horizon": contract["horizon"],
             "channels": len(contract["columns"]),
-            "mean": contract["mean"],
-            "std": contract["std"],
+            **normalisation_args(contract),
         }
 
     def as_inputs(self, inputs: Any) -> list[Any]:
-        """An array (W, C) or (W,) is one window; (N, W, C) a batch of them."""
+        """An array (W, C) or (W,) is one window; (N, W, C) a batch of them; a dict
+        {"series": ID, "window": readings} one window of one series."""
         if isinstance(inputs, np.ndarray):
             return [inputs] if inputs.ndim <= 2 else list(inputs)
+        if isinstance(inputs, dict):
+            return [inputs]
         return super().as_inputs(inputs)
 
     def from_json(self, value: Any) -> Any:
         """A window as JSON: a list of readings (numbers for one column, lists for several),
-        or {"values": [...]}; null is a missing reading."""
+        or {"window": [...]} ("values" likewise), with "series": ID for a model trained per
+        series; null is a missing reading."""
         if isinstance(value, dict):
-            value = value.get("values")
+            readings = value.get("window", value.get("values"))
+            if not isinstance(readings, list):
+                raise DataError(
+                    'A window must be a list of readings (or {"series": ID, "window": [...]}).'
+                )
+            return (
+                {"series": value["series"], "values": readings} if "series" in value else readings
+            )
         if not isinstance(value, list):
             raise DataError('A window must be a list of readings (or {"values": [...]}).')
         return value
 
-    def decode(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
-        """One window: its last `window` readings (W, C) float32; a few missing readings are
+    def decode(self, raw: Any, contract: dict[str, Any]) -> Any:
+        """One window: its last `window` readings (W, C) float32, or for a model trained per
+        series a SeriesWindow of them and their series' id (a known one); raw is readings, or
+        a dict {"series": ID, "values" (or "window"): readings}."""
+        series = None
+        if isinstance(raw, dict):
+            series = raw.get("series")
+            raw = raw.get("values", raw.get("window"))
+            if raw is None:
+                raise DataError('A window needs its readings: {"series": ID, "window": [...]}.')
+        if contract.get("series_column"):
+            key = ts.check_series(contract, series)
+            return ts.SeriesWindow(self._readings(raw, contract), key)
+        return self._readings(raw, contract)
+
+    def _readings(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
+        """A window's last `window` readings (W, C) float32; a few missing readings are
         interpolated, more than max_missing of them is an error."""
         window, channels = contract["window"], len(contract["columns"])
         try:
@@ -245,13 +369,31 @@ class TimeSeriesForecast(Task):
         return array
 
     def cheap_to_decode(self, raw: Any) -> bool:
+        if isinstance(raw, dict):
+            raw = raw.get("values", raw.get("window"))
         return isinstance(raw, list) and len(raw) <= 2048
 
+    def notes(self, sample: Any) -> dict[str, Any]:
+        """A model trained per series says which series each answer is for."""
+        return {"series": sample.series} if isinstance(sample, ts.SeriesWindow) else {}
+
     def input_spec(self, contract: dict[str, Any]) -> Any:
-        return (contract["window"], len(contract["columns"])), "float32"
+        """(window, columns); per series, two rows more: the series' mean and std."""
+        extra = 2 if contract.get("series_column") else 0
+        return (contract["window"] + extra, len(contract["columns"])), "float32"
 
     def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
-        return np.ascontiguousarray(np.asarray(samples, dtype=np.float32))
+        """Windows (N, W, C) float32. Per series, each window is followed by its series' mean
+        and std (rows W and W + 1), which the network normalises with and, for forecasts,
+        brings its answer back to the series' units with: (N, W + 2, C)."""
+        if not contract.get("series_column"):
+            return np.ascontiguousarray(np.asarray(samples, dtype=np.float32))
+        stats = contract.get("series") or {}
+        rows = []
+        for sample in samples:
+            known = stats.get(sample.series) or stats[ts.check_series(contract, sample.series)]
+            rows.append(np.concatenate([sample.values, [known["mean"]], [known["std"]]]))
+        return np.ascontiguousarray(np.asarray(rows, dtype=np.float32))
 
     def postprocess(
         self, outputs: np.ndarray, labels: Sequence[str], top_k: int

@@ -39,6 +39,7 @@ class TrainConfig:
     period: int | None = None  # time series: the season in steps [default: from the interval]
     columns: str | None = None  # time series: value columns, comma-separated [default: all]
     time_column: str | None = None  # time series: the timestamp column [default: found]
+    series_column: str | None = None  # time series: the series id column [default: found]
     device: str = "auto"
     resume: bool = False
     quiet: bool = False

@@ -16,7 +16,7 @@ from sampan.tasks.base import Samples, Task, get_task
 from sampan.training.config import TrainConfig
 
 # Time-series options a run passes to its task's contract.
-SERIES_OPTIONS = ("window", "horizon", "period", "columns", "time_column")
+SERIES_OPTIONS = ("window", "horizon", "period", "columns", "time_column", "series_column")
 
 
 @dataclass

@@ -57,6 +57,7 @@ RESUME_SETTINGS = (
     "period",
     "columns",
     "time_column",
+    "series_column",
 )
 
 

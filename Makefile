@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sampan-installed
 DEV_STAMP := $(VENV)/.sampan-dev-installed
 
-.PHONY: run demo test lint format install dev benchmark clean
+.PHONY: run demo test lint format install dev benchmark clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-## test: lint, then the whole test suite (slow end-to-end tests included)
-test: lint
+## browser: Debian's chromium for the console's browser tests (Playwright drives it; it
+## cannot download a browser of its own here)
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+## test: lint, then the whole test suite (slow end-to-end and browser tests included)
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 format: $(DEV_STAMP)

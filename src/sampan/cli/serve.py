@@ -45,6 +45,9 @@ def serve(
         "this token as a Bearer token.",
         show_default=False,
     ),
+    web_console: bool = typer.Option(
+        True, "--console/--no-console", help="Serve the web console at /console."
+    ),
 ) -> None:
     """Serve models with dynamic batching, metrics at /metrics and OpenAPI at /openapi.json."""
     import logging
@@ -93,13 +96,20 @@ def serve(
         admin_token=admin_token or None,
     )
     gate, notice = _gate(auth, host, insecure_open)
-    app = build_app(refs, settings, store, extension=gate)
+    routers = []
+    if web_console:
+        from sampan.console import console_router
+
+        routers.append(console_router(store))
+    app = build_app(refs, settings, store, extension=gate, routers=routers)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")
     print(
         f"Serving {', '.join(refs)} at http://{host}:{port}  (OpenAPI: /docs, metrics: "
         "/metrics; Ctrl-C or SIGTERM drains and stops)"
     )
     print(notice)
+    if web_console:
+        print(f"Console: http://{host}:{port}/console")
     if example:
         needs_key = gate is not None and not gate.open
         print(f"Try it: {example}" + (' -H "Authorization: Bearer smp_..."' if needs_key else ""))

@@ -102,6 +102,9 @@ def router(db: Database) -> APIRouter:
     async def revoke_key(prefix: str, request: Request) -> dict[str, Any]:
         keys = _admin(request, db)
         await asyncio.to_thread(keys.revoke, prefix)
+        gate = getattr(request.app.state, "extension", None)
+        if gate is not None:
+            gate.forget(prefix.removeprefix("smp_").split("_")[0])
         return {"revoked": prefix}
 
     @api.get("/v1/admin/usage", summary="Usage by app, key, model or day")

@@ -11,6 +11,7 @@ Open paths (health, metrics, the OpenAPI document) pass without a key.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -22,8 +23,10 @@ from sampan.errors import Forbidden, RateLimited, SampanError, Unauthorized
 from sampan.platform.keys import KeyInfo, Keys
 from sampan.platform.limits import Limiter
 from sampan.platform.metering import UsageRecorder
+from sampan.platform.sessions import CSRF_HEADER, SessionCodec, cookie_value
 
-OPEN_PATHS = ("/v2/health/", "/metrics", "/openapi.json", "/docs")
+# The console signs its own users in (sessions.py) and checks them on every page.
+OPEN_PATHS = ("/v2/health/", "/metrics", "/openapi.json", "/docs", "/console")
 BODY_MODEL_PATHS = ("/v1/embeddings",)  # OpenAI-style: {"model": ...} in the body
 BODY_MODEL = "predict:<body>"
 KEY_CACHE_SECONDS = 5.0  # a revoked key is refused by every process within this time
@@ -65,7 +68,43 @@ class Gate:
     limiter: Limiter | None
     recorder: UsageRecorder
     open: bool = False
+    sessions: SessionCodec = field(default_factory=SessionCodec)
     _cache: dict[str, tuple[KeyInfo, float]] = field(default_factory=dict)
+
+    async def authenticate_call(self, scope: Scope) -> KeyInfo:
+        """The key behind a call: an API key in its headers, else a console session (its
+        cookie and, against cross-site requests, its CSRF token in a header)."""
+        presented = presented_key(scope)
+        if presented:
+            return await self.authenticate(presented)
+        session = self.sessions.read(cookie_value(scope["headers"]))
+        if session is None:
+            return await self.authenticate("")
+        token = next((v for k, v in scope["headers"] if k == CSRF_HEADER.encode()), b"")
+        if not hmac.compare_digest(token, session.csrf.encode()):
+            raise Unauthorized(
+                "A console session's call must carry its CSRF token in X-CSRF-Token; "
+                "reload the console page."
+            )
+        return await self.key_by_prefix(session.prefix)
+
+    def forget(self, prefix: str) -> None:
+        """Drop a key from this process's cache (after it was revoked or its limits changed
+        here, so this process applies the change at once; others within KEY_CACHE_SECONDS)."""
+        for presented, (info, _) in list(self._cache.items()):
+            if info.prefix == prefix:
+                self._cache.pop(presented, None)
+
+    async def key_by_prefix(self, prefix: str) -> KeyInfo:
+        """A console session's key, looked up again (cached as keys are): revoked, it fails."""
+        cached = self._cache.get("session:" + prefix)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        assert self.keys is not None
+        info = await asyncio.to_thread(self.keys.info, prefix)
+        self._cache["session:" + prefix] = (info, now + KEY_CACHE_SECONDS)
+        return info
 
     async def authenticate(self, presented: str) -> KeyInfo:
         if not presented:
@@ -196,7 +235,7 @@ class PlatformMiddleware:
         admit: Any = None
         try:
             if not gate.open:
-                key = await gate.authenticate(presented_key(scope))
+                key = await gate.authenticate_call(scope)
                 if need not in ("any", BODY_MODEL):
                     key.check(need)
                 if model and gate.limiter is not None:

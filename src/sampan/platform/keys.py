@@ -283,21 +283,67 @@ class Keys:
         if not hmac.compare_digest(_hash(secret), stored) or row is None:
             raise Unauthorized("Unknown API key.")
         key, app = row
-        now = now or utcnow()
-        if key.revoked_at is not None:
-            raise Unauthorized(f"API key {prefix} has been revoked.")
-        expires_at = _aware(key.expires_at)
-        if expires_at is not None and expires_at <= now:
-            raise Unauthorized(f"API key {prefix} expired at {expires_at:%Y-%m-%d %H:%M} UTC.")
-        return KeyInfo(
-            prefix=prefix,
-            app=app,
-            scopes=tuple(key.scopes),
-            rate_per_s=key.rate_per_s,
-            burst=key.burst,
-            quota_day=key.quota_day,
-            quota_month=key.quota_month,
-            expires_at=expires_at,
-            quota_units=key.quota_units,
-            quota_model=key.quota_model,
-        )
+        return _info(key, app, now or utcnow())
+
+    def info(self, prefix: str, now: dt.datetime | None = None) -> KeyInfo:
+        """The KeyInfo of a key named by its prefix (a console session holds only that), or
+        Unauthorized if it is unknown, revoked or expired."""
+        from sqlalchemy import select
+
+        with self.db.session() as session:
+            row = session.execute(
+                select(ApiKey, App.name).join(App).where(ApiKey.prefix == prefix)
+            ).first()
+        if row is None:
+            raise Unauthorized("Unknown API key.")
+        return _info(row[0], row[1], now or utcnow())
+
+    def set_limits(
+        self,
+        prefix: str,
+        rate: str | None = None,
+        burst: int | None = None,
+        quotas: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Replace a key's rate limit and quotas (None / empty: no limit); audited."""
+        from sqlalchemy import select
+
+        rate_per_s = parse_rate(rate) if rate else None
+        if burst is not None and burst < 1:
+            raise ConfigError("--burst must be at least 1.")
+        limits = dict(parse_quota(q) for q in quotas or [])
+        with self.db.session() as session:
+            row = session.execute(
+                select(ApiKey, App.name).join(App).where(ApiKey.prefix == prefix)
+            ).first()
+            if row is None:
+                raise NotFoundError(f"No key {prefix!r}; `sampan keys list` shows the prefixes.")
+            key, app = row
+            key.rate_per_s = rate_per_s
+            key.burst = burst or (max(1, round(rate_per_s)) if rate_per_s else None)
+            key.quota_day, key.quota_month = limits.get("day"), limits.get("month")
+            self._audit(
+                session, "key.limits", prefix, rate=rate, burst=key.burst, quotas=quotas or []
+            )
+            session.flush()
+            return self._describe(key, app)
+
+
+def _info(key: ApiKey, app: str, now: dt.datetime) -> KeyInfo:
+    if key.revoked_at is not None:
+        raise Unauthorized(f"API key {key.prefix} has been revoked.")
+    expires_at = _aware(key.expires_at)
+    if expires_at is not None and expires_at <= now:
+        raise Unauthorized(f"API key {key.prefix} expired at {expires_at:%Y-%m-%d %H:%M} UTC.")
+    return KeyInfo(
+        prefix=key.prefix,
+        app=app,
+        scopes=tuple(key.scopes),
+        rate_per_s=key.rate_per_s,
+        burst=key.burst,
+        quota_day=key.quota_day,
+        quota_month=key.quota_month,
+        expires_at=expires_at,
+        quota_units=key.quota_units,
+        quota_model=key.quota_model,
+    )

@@ -73,3 +73,72 @@ def usage_report(db: Database, by: str = "app", since: str = "7d") -> list[dict[
         }
         for row in rows
     ]
+
+
+TIMELINE_ROWS = 200_000  # the most calls a timeline reads; older ones beyond it are left out
+
+
+def usage_timeline(
+    db: Database, since: str = "24h", by: str = "model", buckets: int = 24
+) -> dict[str, Any]:
+    """Calls, errors and latency percentiles over time, per group (model, app or key).
+
+    Returns {"start", "end", "bucket_s", "groups": {group: [{"t", "calls", "errors",
+    "refused", "p50_ms", "p99_ms"}, ...]}, "truncated"}. Percentiles are computed here
+    rather than in SQL: SQLite has no percentile function, and one query that reads the
+    period's rows serves both databases alike."""
+    from sqlalchemy import select
+
+    from sampan.platform.schema import UsageRecord as U
+
+    if by not in ("app", "key", "model"):
+        raise ConfigError(f"by {by!r}: choose one of app, key, model.")
+    if not 1 <= buckets <= 500:
+        raise ConfigError("buckets must be between 1 and 500.")
+    end = dt.datetime.now(dt.timezone.utc)
+    start = parse_since(since, end)
+    column = {"app": U.app, "key": U.key_prefix, "model": U.model}[by]
+    query = (
+        select(U.ts, column, U.status, U.latency_ms)
+        .where(U.ts >= start)
+        .order_by(U.ts.desc())
+        .limit(TIMELINE_ROWS + 1)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    truncated = len(rows) > TIMELINE_ROWS
+    span = max((end - start).total_seconds(), 1.0)
+    bucket_s = span / buckets
+    cells: dict[str, list[list[tuple[int, float]]]] = {}
+    for ts, group, status, latency in rows[:TIMELINE_ROWS]:
+        ts = ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+        index = min(int((ts - start).total_seconds() // bucket_s), buckets - 1)
+        cells.setdefault(str(group), [[] for _ in range(buckets)])[index].append((status, latency))
+    groups = {
+        group: [_bucket(start, i * bucket_s, calls) for i, calls in enumerate(series)]
+        for group, series in sorted(cells.items())
+    }
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "bucket_s": bucket_s,
+        "groups": groups,
+        "truncated": truncated,
+    }
+
+
+def _bucket(start: dt.datetime, offset_s: float, calls: list[tuple[int, float]]) -> dict[str, Any]:
+    import numpy as np
+
+    latencies = np.array([latency for _, latency in calls], dtype=np.float64)
+    refused = sum(status in (401, 403, 429) for status, _ in calls)
+    errors = sum(status >= 400 for status, _ in calls) - refused
+    p50, p99 = np.percentile(latencies, [50, 99]) if calls else (None, None)
+    return {
+        "t": (start + dt.timedelta(seconds=offset_s)).isoformat(),
+        "calls": len(calls),
+        "errors": errors,
+        "refused": refused,
+        "p50_ms": None if p50 is None else round(float(p50), 2),
+        "p99_ms": None if p99 is None else round(float(p99), 2),
+    }

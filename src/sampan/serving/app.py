@@ -4,7 +4,7 @@ and the middleware stack in one visible list."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
@@ -84,8 +84,10 @@ def build_app(
     settings: ServeSettings | None = None,
     store: Store | None = None,
     extension: Extension | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """An ASGI app serving the packages refs (loaded at startup)."""
+    """An ASGI app serving the packages refs (loaded at startup); routers are higher floors'
+    pages (the console), which find the host in `request.app.state`."""
     settings = settings or ServeSettings()
     metrics = Metrics()
     host = ModelHost(settings, metrics, store)
@@ -119,6 +121,7 @@ def build_app(
     )
     app.state.host = host
     app.state.metrics = metrics
+    app.state.extension = extension
 
     @app.exception_handler(SampanError)
     async def sampan_error(request: Request, exc: SampanError) -> JSONResponse:
@@ -136,7 +139,7 @@ def build_app(
     app.include_router(openai_api.router(host))
     app.include_router(stream.router(host))
     app.include_router(admin.router(host))
-    for extra in extension.routers() if extension is not None else []:
+    for extra in [*(extension.routers() if extension is not None else []), *routers]:
         app.include_router(extra)
 
     @app.get("/metrics", include_in_schema=False)

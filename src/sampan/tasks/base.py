@@ -141,6 +141,9 @@ class Task(ABC):
         """A torch loss module (imported lazily)."""
 
     monitor: str = "accuracy"  # the metric early stopping and best-checkpoint selection watch
+    # The console's try-it form for this task: image, text, embedding, forecast, anomaly, or
+    # json (a box of JSON instances, for tasks that name no form).
+    console_form: str = "json"
     # Where pretrained weights come from: "image" (timm, a safetensors file, an image package)
     # or "hf" (a transformer encoder: a text package or a Hugging Face directory).
     pretrained_kind: str = "image"

@@ -26,6 +26,7 @@ class ImageClassification(Task):
     name = "image-classification"
     description = "One label per image; input an image file, output top-k labels with scores."
     monitor = "accuracy"
+    console_form = "image"
 
     def scan(self, source: str | Path) -> Listing:
         source_path = Path(source)

@@ -25,6 +25,7 @@ class TextClassification(TextTask):
     name = "text-classification"
     description = "One label per text; input a string, output top-k labels with scores."
     monitor = "accuracy"
+    console_form = "text"
     pretrained_kind = "hf"
     # Fine-tuning a pretrained encoder: a small learning rate, few epochs, short texts.
     train_defaults: ClassVar[dict[str, Any]] = {

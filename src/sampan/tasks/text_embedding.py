@@ -32,6 +32,7 @@ class TextEmbedding(TextTask):
     name = "text-embedding"
     description = "Texts to vectors for similarity search and retrieval"
     monitor = "spearman"
+    console_form = "embedding"
 
     def scan(self, source: str | Path) -> Listing:
         """Labelled pairs: items are (text1, text2), targets their float scores."""

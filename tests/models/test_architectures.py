@@ -21,8 +21,9 @@ TASK_CASES = {
         (2, 40, 3),
         (2, 6, 3),
     ),
-    # (N, steps scored): every step (autoencoder) or the newest alone (residual)
-    "ts-anomaly": ({"window": 40, "channels": 3}, (2, 40, 3), None),
+    # (N, steps scored): every step (autoencoder) or the newest alone (residual); 45 steps
+    # is no whole number of a convolutional encoder's strides
+    "ts-anomaly": ({"window": 45, "channels": 3}, (2, 45, 3), None),
 }
 
 
@@ -37,8 +38,29 @@ def test_every_preset_builds_and_runs(preset: str):
     with torch.inference_mode():
         out = network(torch.randn(*batch))
     if shape is None:
-        shape = (2, out.shape[1]) if out.shape[1:] in ((1,), (40,)) else ("N", "1 or 40")
+        steps = args["window"]
+        shape = (2, out.shape[1]) if out.shape[1:] in ((1,), (steps,)) else ("N", f"1 or {steps}")
     assert out.shape == shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "preset", [p for p in PRESETS if PRESETS.get(p).task in ("ts-forecast", "ts-anomaly")]
+)
+def test_series_networks_read_statistics_from_the_rows_after_the_window(preset: str):
+    """Trained per series, a network takes each window's mean and std as two extra rows and
+    answers exactly as the same weights with those statistics as buffers."""
+    task = PRESETS.get(preset).task
+    args, batch, _ = TASK_CASES[task]
+    spec = resolve_architecture(preset, task)
+    mean, std = [1.0, -2.0, 0.5], [2.0, 0.5, 3.0]
+    torch.manual_seed(0)
+    plain = build_network(spec, **{**args, "mean": mean, "std": std}).eval()
+    series = build_network(spec, **{**args, "series_stats": True}).eval()
+    series.load_state_dict(plain.state_dict(), strict=False)  # no mean/std buffers there
+    x = torch.randn(*batch)
+    rows = torch.tensor([mean, std]).expand(batch[0], 2, 3)
+    with torch.inference_mode():
+        assert torch.allclose(series(torch.cat([x, rows], dim=1)), plain(x), atol=1e-5)
 
 
 def test_any_timm_name_works_and_unknown_names_suggest():

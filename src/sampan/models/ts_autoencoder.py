@@ -1,8 +1,12 @@
-"""mlp_autoencoder: a window of readings squeezed through a small code and rebuilt; the
-network returns each step's reconstruction error (mean over channels, in the package's
-normalised units, each window's mean level removed) divided by the calibrated threshold, so
-above 1 means anomalous.
+"""Anomaly detectors over a window of readings, each returning scores over a calibrated
+threshold, so above 1 means anomalous:
 
+- mlp_autoencoder: the window squeezed through a small code by an MLP and rebuilt;
+- conv_autoencoder: the same through strided 1-D convolutions, for long windows;
+- mlp_residual: the newest reading predicted from the window's earlier ones.
+
+The autoencoders return each step's reconstruction error (mean over channels, in the
+package's normalised units, each window's mean level removed) divided by the threshold.
 Normalisation and threshold are buffers, so every backend and the ONNX export score alike; a
 model trained per series (`series_stats`) takes each window's series' mean and std as the
 window's last two rows instead (see patch_mixer.normalisation)."""
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sampan.errors import ConfigError
 from sampan.models.base import ARCHITECTURES, ArchitectureSpec, register_preset
 from sampan.models.patch_mixer import add_normalisation, normalisation
 
@@ -59,6 +64,76 @@ def build_mlp_autoencoder(
 def mlp_autoencoder() -> ArchitectureSpec:
     """MLP autoencoder over a window; scores are reconstruction error / threshold."""
     return ArchitectureSpec("mlp_autoencoder", {})
+
+
+@ARCHITECTURES.register("conv_autoencoder")
+def build_conv_autoencoder(
+    window: int = 48,
+    channels: int = 1,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    series_stats: bool = False,
+    threshold: float = 1.0,
+    width: int = 16,
+    depth: int = 3,
+    code: int = 8,
+    pretrained: Any = None,
+    **_: Any,
+) -> Any:
+    """Strided Conv1d layers halve the window `depth` times (to width, 2 x width, then 4 x
+    width channels), a linear layer maps the result to `code` numbers and back, and
+    transposed convolutions rebuild the window. The code spans the whole window, as the
+    MLP's does, so the rebuild follows the window's longer pattern, not only each reading's
+    neighbours."""
+    import torch
+    from torch import nn
+
+    if depth < 1:
+        raise ConfigError(f"conv_autoencoder needs depth >= 1 (got {depth}).")
+    stride = 2**depth
+    length = -(-window // stride) * stride  # the window, left-padded to whole strides
+    steps = length // stride
+    widths = [width * 2 ** min(i, 2) for i in range(depth)]  # e.g. 16, 32, 64
+    top = widths[-1]
+
+    def down(cin: int, cout: int) -> Any:  # (B, cin, L) -> (B, cout, L / 2)
+        return nn.Sequential(nn.Conv1d(cin, cout, 5, stride=2, padding=2), nn.GELU())
+
+    def up(cin: int, cout: int) -> Any:  # (B, cin, L) -> (B, cout, 2 L)
+        return nn.Sequential(nn.ConvTranspose1d(cin, cout, 4, stride=2, padding=1), nn.GELU())
+
+    class ConvAutoencoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            add_normalisation(self, mean, std, channels, series_stats)
+            self.register_buffer("threshold", torch.tensor(float(threshold)))
+            self.encode = nn.Sequential(*map(down, [channels, *widths[:-1]], widths))
+            self.squeeze = nn.Sequential(nn.Flatten(), nn.Linear(top * steps, code))
+            self.expand = nn.Sequential(nn.Linear(code, top * steps), nn.GELU())
+            self.decode = nn.Sequential(
+                *map(up, widths[::-1], [*widths[-2::-1], width]),
+                nn.Conv1d(width, channels, 3, padding=1),
+            )
+
+        def forward(self, x: Any) -> Any:  # (N, window [+ 2], channels) -> (N, window)
+            n = x.shape[0]
+            x, mean, std = normalisation(self, x)
+            x = (x - mean) / std
+            x = (x - x.mean(dim=1, keepdim=True)).transpose(1, 2)  # (N, C, window)
+            # Zeros (the window's level, once removed) before the oldest reading, so the
+            # newest one keeps the same place in every layer; cropped off again below.
+            padded = nn.functional.pad(x, (length - window, 0))
+            hidden = self.expand(self.squeeze(self.encode(padded)))
+            rebuilt = self.decode(hidden.reshape(n, top, steps))[:, :, length - window :]
+            return ((rebuilt - x) ** 2).mean(dim=1) / self.threshold
+
+    return ConvAutoencoder().eval()
+
+
+@register_preset("ts-anomaly")
+def conv_autoencoder() -> ArchitectureSpec:
+    """1-D convolutional autoencoder for long windows; reconstruction error / threshold."""
+    return ArchitectureSpec("conv_autoencoder", {})
 
 
 @ARCHITECTURES.register("mlp_residual")

@@ -49,6 +49,12 @@ def page(browser, request) -> Iterator[object]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # A Content-Security-Policy violation (an inline script or style the page relies on) is a
+    # console error, not a page error; expected HTTP refusals are filtered out.
+    page.on(
+        "console",
+        lambda m: m.type == "error" and "status of" not in m.text and errors.append(m.text),
+    )
     yield page
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"{request.node.name}.png"
@@ -66,7 +72,7 @@ def sign_in(page, console: Console, key: str, then: str = "/console/models") -> 
 
 
 def test_catalog(page, console: Console):
-    sign_in(page, console, console.predict_key)
+    sign_in(page, console, console.admin_key)
     rows = page.locator("#catalog tbody tr")
     assert rows.count() == 2
     digits = page.locator('tr[data-package="digits"]')
@@ -98,6 +104,12 @@ def test_create_a_key_see_it_listed_and_revoke_it(page, console: Console):
     page.click("#create-key button")
     secret = page.locator("#new-key-value").inner_text()
     assert re.fullmatch(r"smp_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", secret)
+    page.click("button[data-copy=new-key-value]")  # console.js: copied, or selected for Ctrl+C
+    page.wait_for_function("document.querySelector('button[data-copy]').textContent !== 'Copy'")
+    copy = page.locator("button[data-copy=new-key-value]").inner_text()
+    assert copy in ("Copied", "Selected: press Ctrl+C")
+    if copy.startswith("Selected"):
+        assert page.evaluate("getSelection().toString()") == secret
     prefix = secret.split("_")[1]
     row = page.locator(f'#keys tr[data-prefix="{prefix}"]')
     assert "press-line" in row.inner_text() and "active" in row.inner_text()
@@ -107,11 +119,13 @@ def test_create_a_key_see_it_listed_and_revoke_it(page, console: Console):
         headers={"Authorization": f"Bearer {secret}"},
     )
     assert call.status_code == 200
-    page.on("dialog", lambda dialog: dialog.accept())
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     row.locator("button.danger").click()
     page.wait_for_selector(f"text=Key {prefix} revoked.")
     assert "revoked" in page.locator(f'#keys tr[data-prefix="{prefix}"] .status').inner_text()
     assert "key.revoke" in page.locator("#audit").inner_text()
+    assert asked == [f"Revoke key {prefix}? Calls with it fail from now on."]
     call = httpx.post(
         f"{console.url}/v1/models/digits:predict",
         files={"file": console.image.read_bytes()},

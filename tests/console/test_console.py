@@ -65,7 +65,7 @@ def test_sign_in_refuses_a_wrong_key_and_a_missing_csrf_token(console: Console):
 
 
 def test_catalog_lists_packages_with_lineage_and_exports(console: Console):
-    client = signed_in(console, console.predict_key)
+    client = signed_in(console, console.admin_key)
     page = client.get("/console/models").text
     assert 'data-package="digits"' in page and 'data-package="evil"' in page
     assert "image-classification" in page and ">onnx<" in page
@@ -74,8 +74,17 @@ def test_catalog_lists_packages_with_lineage_and_exports(console: Console):
     assert client.get("/console/models/nope").status_code == 404
 
 
+def test_a_key_sees_only_the_models_it_may_call(console: Console):
+    client = signed_in(console, console.predict_key)  # scope predict:digits*
+    page = client.get("/console/models").text
+    assert 'data-package="digits"' in page and 'data-package="evil"' not in page
+    for path in ("/console/models/evil", "/console/try/evil"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/console/try/digits").status_code == 200
+
+
 def test_html_in_labels_and_model_cards_renders_as_text(console: Console):
-    client = signed_in(console, console.predict_key)
+    client = signed_in(console, console.admin_key)
     page = client.get("/console/models/evil").text
     card = page.split('id="model-card"')[1]
     assert "<script" not in card and "<img" not in card
@@ -188,3 +197,145 @@ def test_without_the_platform_the_console_browses_and_says_what_is_missing(serve
         )
         for bad in ("../app.py", "..%2Fapp.py", "routes.py", ".hidden.css"):
             assert client.get(f"/console/static/{bad}").status_code == 404, bad
+
+
+def test_signing_out_ends_the_session_even_for_a_copied_cookie(console: Console):
+    client = signed_in(console, console.admin_key)
+    stolen = client.cookies.get("sampan_console")
+    token = session_token(client)
+    r = client.post("/console/logout", data={"csrf": token})
+    assert r.url.path == "/console/login"
+    thief = client_of(console)
+    thief.cookies.set("sampan_console", stolen)
+    console.server.app.state.extension._session_cache.clear()  # skip the 5 s cache
+    assert thief.get("/console/admin").status_code == 303  # to the sign-in page
+    r = thief.post(
+        "/v1/models/digits:predict", json={"instances": []}, headers={"X-CSRF-Token": token}
+    )
+    assert r.status_code == 401
+    dead = thief.post("/console/logout", data={})  # a dead session just loses its cookie
+    assert dead.status_code == 303 and 'sampan_console=""' in dead.headers["set-cookie"]
+
+
+def test_sign_in_follows_only_console_pages():
+    from sampan.console.signin import safe_next
+
+    assert safe_next("/console/usage?by=app") == "/console/usage?by=app"
+    for hostile in (
+        "https://evil.example/",
+        "//evil.example",
+        "/console//evil.example",
+        "/v1/x",
+        "",
+    ):
+        assert safe_next(hostile) == "/console/models", hostile
+
+
+def test_forms_from_another_origin_and_from_a_non_admin_are_refused(console: Console):
+    client = signed_in(console, console.admin_key)
+    token = csrf_of(client.get("/console/admin").text)
+    for origin in ("http://evil.example", "null"):
+        r = client.post(
+            "/console/admin/apps", data={"name": "x1", "csrf": token}, headers={"Origin": origin}
+        )
+        assert r.status_code == 400 and "Cross-site form refused" in r.text, origin
+    same = client.post(
+        "/console/admin/apps", data={"name": "x2", "csrf": token}, headers={"Origin": console.url}
+    )
+    assert "App x2 created." in same.text
+    shop = signed_in(console, console.predict_key)
+    own_token = session_token(shop)
+    r = shop.post("/console/admin/apps", data={"name": "x3", "csrf": own_token})
+    assert r.status_code == 403
+    assert "x3" not in client.get("/console/admin").text
+
+
+def test_a_session_calls_the_admin_rest_with_its_csrf_header_only(console: Console):
+    client = signed_in(console, console.admin_key)
+    assert client.get("/v1/admin/apps").status_code == 401
+    r = client.get("/v1/admin/apps", headers={"X-CSRF-Token": session_token(client)})
+    assert r.status_code == 200 and {a["name"] for a in r.json()["apps"]} >= {"ops", "shop"}
+
+
+def test_new_limits_apply_at_once_and_a_resent_key_form_makes_no_second_key(console: Console):
+    client = signed_in(console, console.admin_key)
+    page = client.get("/console/admin").text
+    token, nonce = csrf_of(page), re.search(r'name="nonce" value="([^"]+)"', page)[1]
+    form = {"app": "shop", "scopes": "predict:digits", "csrf": token, "nonce": nonce}
+    created = client.post("/console/admin/keys", data=form).text
+    secret = re.search(r'id="new-key-value">(smp_[^<]+)<', created)[1]
+    again = client.post("/console/admin/keys", data=form).text  # the browser's reload
+    assert "was sent already" in again and 'id="new-key-value"' not in again
+    prefix = secret.split("_")[1]
+    assert len(re.findall(r'<tr data-prefix="[0-9a-f]{12}" class="active"', again)) == 3
+    r = client.post(
+        f"/console/admin/keys/{prefix}/limits",
+        data={"rate": "1/min", "burst": "1", "quotas": "", "csrf": token},
+    )
+    assert 'value="1/min"' in r.text
+    headers = {"Authorization": f"Bearer {secret}"}
+    files = {"file": console.image.read_bytes()}
+    first = httpx.post(f"{console.url}/v1/models/digits:predict", files=files, headers=headers)
+    second = httpx.post(f"{console.url}/v1/models/digits:predict", files=files, headers=headers)
+    assert (first.status_code, second.status_code) == (200, 429)
+
+
+def test_rates_show_in_units_they_parse_back_from():
+    from sampan.console.admin import rate_text
+    from sampan.platform.keys import parse_rate
+
+    for per_s in (20.0, 1 / 60, 0.5, 1e6, 2.5, 7 / 60):
+        shown = rate_text(per_s)
+        assert abs(parse_rate(shown) - per_s) < 1e-6 * per_s, shown
+    assert rate_text(None) == ""
+
+
+def test_the_batch_histogram_is_read_from_cumulative_buckets():
+    from sampan.console.usage import batch_histogram
+
+    cumulative = [("1.0", 4), ("2.0", 4), ("4.0", 7), ("8.0", 9), ("16.0", 9), ("+Inf", 9)]
+    assert batch_histogram(cumulative, 8) == (["≤1", "≤2", "≤4", "≤8"], [4, 0, 3, 2])
+    assert batch_histogram([], 32) == ([], [])
+
+
+def test_an_open_server_shows_pages_but_not_admin_without_an_admin_key(serve_home):
+    from sampan.console import console_router
+    from sampan.platform.db import Database
+    from sampan.platform.gate import build_gate
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+    from tests.serving.conftest import RunningServer, free_port
+
+    home, onnx_ref, _ = serve_home
+    store = Store(home)
+    gate = build_gate(Database(home=home), open=True, interval=0.2)
+    app = build_app(
+        [onnx_ref], ServeSettings(), store, extension=gate, routers=[console_router(store)]
+    )
+    with RunningServer(app, free_port()) as running, httpx.Client(base_url=running.url) as client:
+        assert client.get("/console/models").status_code == 200
+        assert client.get("/console/try/digits").status_code == 200
+        assert client.get("/console/usage").status_code == 200
+        admin = client.get("/console/admin")
+        assert admin.status_code == 303 and admin.headers["location"].startswith("/console/login")
+
+
+def test_a_broken_version_is_named_and_bad_versions_are_404(console: Console):
+    from sampan.store import Store
+
+    readable = Store(console.home).versions("digits")  # other tests may have added some
+    latest = readable[-1]
+    broken = console.home / "packages" / "digits" / "99"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    client = signed_in(console, console.admin_key)
+    row = client.get("/console/models").text.split('data-package="digits"')[1].split("</tr>")[0]
+    # the newest readable version, of all of them
+    assert f"v{latest} <" in row and f"of {len(readable) + 1}" in row, row
+    page = client.get("/console/models/digits")
+    assert page.status_code == 200 and "v99" in page.text and "cannot be read" in page.text
+    assert 'id="model-card"' in page.text and f"<h1>digits v{latest}</h1>" in page.text
+    for version in ("abc", "99", "77"):
+        assert client.get(f"/console/models/digits?version={version}").status_code == 404
+    assert client.get("/console/models/digits?version=1").status_code == 200

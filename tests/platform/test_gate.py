@@ -137,6 +137,9 @@ def test_paths_map_to_scopes():
     assert required_scope("/v1/models") == "any"
     for open_path in ("/v2/health/ready", "/metrics", "/openapi.json", "/docs", "/"):
         assert required_scope(open_path) is None
+    for console_path in ("/console", "/console/models", "/console/static/console.js"):
+        assert required_scope(console_path) is None  # the console checks its own sessions
+    assert required_scope("/consolex") == "any"
 
 
 def test_injection_shaped_keys_and_model_names_are_harmless(

@@ -158,4 +158,4 @@ def test_a_database_from_the_first_schema_is_migrated_in_place(database_url):
         assert keys.verify(key).quota_units == "units" and record["quota_model"] is None
         with db.engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0002"
+    assert version == "0003"  # console_sessions too

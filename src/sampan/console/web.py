@@ -7,11 +7,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
-from sampan.errors import Forbidden, Unauthorized
+from sampan.errors import Forbidden, NotFoundError, Unauthorized
 from sampan.platform.sessions import COOKIE
 
 LOGIN_CSRF_COOKIE = "sampan_login_csrf"
@@ -38,7 +39,7 @@ def templates() -> Any:
         lstrip_blocks=True,
     )
     env.filters["number"] = _number
-    env.filters["size"] = _size
+    env.filters["size"] = _bytes
     return env
 
 
@@ -52,7 +53,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _size(value: int) -> str:
+def _bytes(value: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if value < 1024 or unit == "GB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
@@ -77,6 +78,13 @@ class Viewer:
         """Catalog and try-it: anyone on an open server, a signed-in key otherwise."""
         return self.mode != "keys" or self.key is not None
 
+    def may_see(self, model: str) -> bool:
+        """Where keys are required, a key sees the models it may call (an admin key, all):
+        one tenant's key does not list another's packages, cards and metrics."""
+        if self.mode != "keys" or self.admin:
+            return True
+        return self.key is not None and self.key.allows(f"predict:{model}")
+
 
 def gate_of(request: Request) -> Any:
     return getattr(request.app.state, "extension", None)
@@ -87,7 +95,7 @@ async def viewer(request: Request) -> Viewer:
     if gate is None:
         return Viewer("off")
     mode = "open" if gate.open else "keys"
-    session = gate.sessions.read(request.cookies.get(COOKIE))
+    session = await gate.session(request.cookies.get(COOKIE))
     if session is None:
         return Viewer(mode)
     try:
@@ -97,14 +105,30 @@ async def viewer(request: Request) -> Viewer:
     return Viewer(mode, key, session.csrf)
 
 
-def check_form(request: Request, form: Any, expected: str) -> None:
+def check_form(request: Request, form: dict[str, str], expected: str) -> None:
     """A state-changing form must carry the page's CSRF token and come from this origin."""
-    given = str(form.get("csrf", ""))
+    given = form.get("csrf", "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Forbidden("The form's security token is missing or stale; reload the page.")
     origin = request.headers.get("origin")
-    if origin and origin != "null" and origin != f"{request.url.scheme}://{request.url.netloc}":
-        raise Forbidden("Cross-site form refused.")
+    if origin is not None:
+        # The host only, not the scheme: behind a TLS proxy the server sees http while the
+        # browser says https. An opaque origin ("null": a sandboxed frame) is refused.
+        host = origin.partition("://")[2]
+        if origin == "null" or host != request.headers.get("host", ""):
+            raise Forbidden("Cross-site form refused.")
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """A form's text fields (uploads ignored)."""
+    async with request.form() as form:
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def may_see_or_404(who: Viewer, name: str) -> None:
+    """A model the viewer may not see is answered as if it did not exist."""
+    if not who.may_see(name):
+        raise NotFoundError(f"No package {name!r} in the store.")
 
 
 def page(
@@ -120,3 +144,9 @@ def page(
 
 def login_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def signin_redirect(request: Request) -> RedirectResponse:
+    """To the sign-in page, coming back here afterwards."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/console/login?next={quote(target, safe='/')}", status_code=303)

@@ -23,10 +23,10 @@ from sampan.errors import Forbidden, RateLimited, SampanError, Unauthorized
 from sampan.platform.keys import KeyInfo, Keys
 from sampan.platform.limits import Limiter
 from sampan.platform.metering import UsageRecorder
-from sampan.platform.sessions import CSRF_HEADER, SessionCodec, cookie_value
+from sampan.platform.sessions import CSRF_HEADER, Session, Sessions, cookie_value
 
 # The console signs its own users in (sessions.py) and checks them on every page.
-OPEN_PATHS = ("/v2/health/", "/metrics", "/openapi.json", "/docs", "/console")
+OPEN_PATHS = ("/v2/health/", "/metrics", "/openapi.json", "/docs", "/console/")
 BODY_MODEL_PATHS = ("/v1/embeddings",)  # OpenAI-style: {"model": ...} in the body
 BODY_MODEL = "predict:<body>"
 KEY_CACHE_SECONDS = 5.0  # a revoked key is refused by every process within this time
@@ -34,7 +34,7 @@ KEY_CACHE_SECONDS = 5.0  # a revoked key is refused by every process within this
 
 def required_scope(path: str) -> str | None:
     """What a path needs: None (open), 'any' valid key, 'admin', or 'predict:<model>'."""
-    if path == "/" or path.startswith(OPEN_PATHS):
+    if path in ("/", "/console") or path.startswith(OPEN_PATHS):
         return None
     if path.startswith("/v1/admin/"):
         return "admin"
@@ -68,8 +68,9 @@ class Gate:
     limiter: Limiter | None
     recorder: UsageRecorder
     open: bool = False
-    sessions: SessionCodec = field(default_factory=SessionCodec)
+    sessions: Sessions | None = None  # the console's sign-ins, in the same database
     _cache: dict[str, tuple[KeyInfo, float]] = field(default_factory=dict)
+    _session_cache: dict[str, tuple[Session | None, float]] = field(default_factory=dict)
 
     async def authenticate_call(self, scope: Scope) -> KeyInfo:
         """The key behind a call: an API key in its headers, else a console session (its
@@ -77,7 +78,7 @@ class Gate:
         presented = presented_key(scope)
         if presented:
             return await self.authenticate(presented)
-        session = self.sessions.read(cookie_value(scope["headers"]))
+        session = await self.session(cookie_value(scope["headers"]))
         if session is None:
             return await self.authenticate("")
         token = next((v for k, v in scope["headers"] if k == CSRF_HEADER.encode()), b"")
@@ -87,6 +88,26 @@ class Gate:
                 "reload the console page."
             )
         return await self.key_by_prefix(session.prefix)
+
+    async def session(self, session_id: str | None) -> Session | None:
+        """The live console session with this id (looked up at most every few seconds: one
+        ended in another process stops working within KEY_CACHE_SECONDS)."""
+        if not session_id or self.sessions is None:
+            return None
+        now = time.monotonic()
+        cached = self._session_cache.get(session_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        session = await asyncio.to_thread(self.sessions.get, session_id)
+        if len(self._session_cache) > 10_000:
+            self._session_cache.clear()
+        self._session_cache[session_id] = (session, now + KEY_CACHE_SECONDS)
+        return session
+
+    async def end_session(self, session_id: str) -> None:
+        if self.sessions is not None:
+            await asyncio.to_thread(self.sessions.end, session_id)
+        self._session_cache.pop(session_id, None)
 
     def forget(self, prefix: str) -> None:
         """Drop a key from this process's cache (after it was revoked or its limits changed
@@ -310,4 +331,4 @@ def build_gate(
     from sampan.platform.limits import DatabaseLimiter, RedisLimiter
 
     limiter: Limiter = RedisLimiter(redis_url) if redis_url else DatabaseLimiter(db)
-    return Gate(Keys(db, actor="server"), limiter, UsageRecorder(db, interval), open=open)
+    return Gate(Keys(db, actor="server"), limiter, UsageRecorder(db, interval), open, Sessions(db))

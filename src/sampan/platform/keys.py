@@ -80,7 +80,7 @@ def parse_rate(text: str) -> float:
 def parse_quota(text: str) -> tuple[str, int]:
     """'10000/day' -> ('day', 10000); '300000/month' -> ('month', 300000)."""
     match = _QUOTA.match(text.strip().lower())
-    if not match or int(match[1]) <= 0:
+    if not match or not 0 < int(match[1]) < 2**31:
         raise ConfigError(f"Quota {text!r} is not like 10000/day or 300000/month.")
     return ("day" if match[2] in ("day", "d") else "month"), int(match[1])
 
@@ -123,6 +123,8 @@ class Keys:
 
         if not _APP_NAME.match(name):
             raise ConfigError(f"{name!r} is not an app name (letters, digits, '.', '_', '-').")
+        if len(description) > 500:
+            raise ConfigError("An app's description is at most 500 characters.")
         with self.db.session() as session:
             if session.scalar(select(App).where(App.name == name)) is not None:
                 raise ConfigError(f"App {name!r} exists already; `sampan apps list` shows it.")
@@ -171,6 +173,8 @@ class Keys:
 
         if not scopes:
             raise ConfigError("Give the key at least one scope, e.g. --scope 'predict:*'.")
+        if len(name) > 64:
+            raise ConfigError("A key's name is at most 64 characters.")
         for scope in scopes:
             if not _SCOPE.match(scope):
                 raise ConfigError(
@@ -268,16 +272,13 @@ class Keys:
 
     def verify(self, presented: str, now: dt.datetime | None = None) -> KeyInfo:
         """The key's KeyInfo, or Unauthorized (never saying which part was wrong)."""
-        from sqlalchemy import select
 
         match = _KEY.match(presented or "")
         if not match:
             raise Unauthorized("Send a valid API key as 'Authorization: Bearer smp_...'.")
         prefix, secret = match[1], match[2]
         with self.db.session() as session:
-            row = session.execute(
-                select(ApiKey, App.name).join(App).where(ApiKey.prefix == prefix)
-            ).first()
+            row = _by_prefix(session, prefix)
         # Compare a hash either way, so an unknown prefix costs the same as a wrong secret.
         stored = row[0].secret_hash if row else _hash("")
         if not hmac.compare_digest(_hash(secret), stored) or row is None:
@@ -288,12 +289,9 @@ class Keys:
     def info(self, prefix: str, now: dt.datetime | None = None) -> KeyInfo:
         """The KeyInfo of a key named by its prefix (a console session holds only that), or
         Unauthorized if it is unknown, revoked or expired."""
-        from sqlalchemy import select
 
         with self.db.session() as session:
-            row = session.execute(
-                select(ApiKey, App.name).join(App).where(ApiKey.prefix == prefix)
-            ).first()
+            row = _by_prefix(session, prefix)
         if row is None:
             raise Unauthorized("Unknown API key.")
         return _info(row[0], row[1], now or utcnow())
@@ -306,16 +304,13 @@ class Keys:
         quotas: list[str] | None = None,
     ) -> dict[str, Any]:
         """Replace a key's rate limit and quotas (None / empty: no limit); audited."""
-        from sqlalchemy import select
 
         rate_per_s = parse_rate(rate) if rate else None
         if burst is not None and burst < 1:
             raise ConfigError("--burst must be at least 1.")
         limits = dict(parse_quota(q) for q in quotas or [])
         with self.db.session() as session:
-            row = session.execute(
-                select(ApiKey, App.name).join(App).where(ApiKey.prefix == prefix)
-            ).first()
+            row = _by_prefix(session, prefix)
             if row is None:
                 raise NotFoundError(f"No key {prefix!r}; `sampan keys list` shows the prefixes.")
             key, app = row
@@ -327,6 +322,15 @@ class Keys:
             )
             session.flush()
             return self._describe(key, app)
+
+
+def _by_prefix(session: Any, prefix: str) -> Any:
+    """(ApiKey, its app's name) for a prefix, or None."""
+    from sqlalchemy import select
+
+    return session.execute(
+        select(ApiKey, App.name).join(App).where(ApiKey.prefix == prefix)
+    ).first()
 
 
 def _info(key: ApiKey, app: str, now: dt.datetime) -> KeyInfo:

@@ -1,92 +1,101 @@
-"""Console sessions: a signed cookie that names an API key by its prefix, never the key.
+"""Console sessions: a random session id in an HttpOnly cookie, kept in the platform database.
 
-Someone signs in to the console with an API key once; the server answers with a cookie
-holding the key's prefix, an expiry and a CSRF token, signed with HMAC-SHA256. The browser
-keeps nothing that can call the API on its own: the cookie is HttpOnly and SameSite=Strict,
-and a call made with it must also carry the CSRF token in a header (the gate checks both).
-Revoking the key ends its sessions, because every use looks the key up again by prefix.
-
-Stateless on purpose, so several server processes accept each other's sessions when they
-share SAMPAN_CONSOLE_SECRET; without it each process signs with its own random secret and a
-restart signs everyone out. (Starlette's SessionMiddleware would need itsdangerous and keeps
-the session readable in the cookie; what is here is twenty lines of the standard library.)
+Someone signs in to the console with an API key once; the server stores a session (the sha256
+of a random id, the key's prefix, a CSRF token, an expiry) and gives the browser the id in an
+HttpOnly, SameSite=Strict cookie. The browser never holds the key. A call made with the
+session must also carry its CSRF token in a header (the gate checks both). Signing out ends
+the session in the database, so a copied cookie stops working too; revoking the key ends its
+sessions, because every use looks the key up again. Every server process over the same
+database shares the sessions (no secret to distribute).
 """
 
 from __future__ import annotations
 
-import base64
+import datetime as dt
 import hashlib
-import hmac
-import json
-import os
 import secrets
-import time
 from dataclasses import dataclass
+from typing import Any
 
 COOKIE = "sampan_console"
 CSRF_HEADER = "x-csrf-token"
-LIFETIME_S = 8 * 3600
+LIFETIME = dt.timedelta(hours=8)
 
 
 @dataclass(frozen=True)
 class Session:
     prefix: str  # the API key it was opened with
     csrf: str
-    expires: float  # unix seconds
+    expires_at: dt.datetime
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def _hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-class SessionCodec:
-    """Issues and reads signed session cookies."""
+class Sessions:
+    """Open, find and end console sessions in the platform database."""
 
-    def __init__(self, secret: str | None = None, lifetime_s: float = LIFETIME_S) -> None:
-        secret = secret or os.environ.get("SAMPAN_CONSOLE_SECRET") or secrets.token_hex(32)
-        self._key = hashlib.sha256(b"sampan-console:" + secret.encode()).digest()
-        self.lifetime_s = lifetime_s
+    def __init__(self, db: Any, lifetime: dt.timedelta = LIFETIME) -> None:
+        self.db, self.lifetime = db, lifetime
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+    def open(self, prefix: str) -> tuple[str, Session]:
+        """(the session id for the cookie, the session); expired sessions are swept."""
+        from sqlalchemy import delete
 
-    def issue(self, prefix: str, now: float | None = None) -> tuple[str, Session]:
-        """(the cookie's value, the session it holds)."""
-        session = Session(prefix, secrets.token_urlsafe(24), (now or time.time()) + self.lifetime_s)
-        body = json.dumps({"p": session.prefix, "c": session.csrf, "e": round(session.expires)})
-        payload = _b64(body.encode())
-        return f"{payload}.{self._sign(payload)}", session
+        from sampan.platform.schema import ConsoleSession, utcnow
 
-    def read(self, value: str | None, now: float | None = None) -> Session | None:
-        """The session a cookie holds, or None if it is missing, forged or expired."""
-        if not value or value.count(".") != 1:
+        now = utcnow()
+        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        with self.db.session() as s:
+            s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+            s.add(
+                ConsoleSession(
+                    id_hash=_hash(session_id),
+                    key_prefix=prefix,
+                    csrf=csrf,
+                    created_at=now,
+                    expires_at=now + self.lifetime,
+                )
+            )
+        return session_id, Session(prefix, csrf, now + self.lifetime)
+
+    def get(self, session_id: str | None) -> Session | None:
+        """The live session with this id, or None (unknown, ended or expired)."""
+        from sampan.platform.schema import ConsoleSession, utcnow
+
+        if not session_id or len(session_id) > 100:
             return None
-        payload, signature = value.split(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            return None
-        try:
-            data = json.loads(_unb64(payload))
-            session = Session(str(data["p"]), str(data["c"]), float(data["e"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-        return session if session.expires > (now or time.time()) else None
+        with self.db.session() as s:
+            row = s.get(ConsoleSession, _hash(session_id))
+            if row is None or row.ended_at is not None:
+                return None
+            expires = _aware(row.expires_at)
+            if expires <= utcnow():
+                return None
+            return Session(row.key_prefix, row.csrf, expires)
+
+    def end(self, session_id: str) -> None:
+        from sampan.platform.schema import ConsoleSession, utcnow
+
+        with self.db.session() as s:
+            row = s.get(ConsoleSession, _hash(session_id))
+            if row is not None and row.ended_at is None:
+                row.ended_at = utcnow()
 
 
 def cookie_value(headers: list[tuple[bytes, bytes]], name: str = COOKIE) -> str | None:
-    """One cookie's value from raw ASGI headers."""
-    from http.cookies import SimpleCookie
+    """One cookie's value from raw ASGI headers, parsed as browsers send them (Starlette's
+    lenient parser: one odd cookie on the same host must not hide the session's)."""
+    from starlette.requests import cookie_parser
 
     for key, raw in headers:
         if key == b"cookie":
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(raw.decode("latin-1"))
-            except Exception:  # a malformed Cookie header is no session
-                return None
-            if name in jar:
-                return jar[name].value
+            value = cookie_parser(raw.decode("latin-1")).get(name)
+            if value is not None:
+                return value
     return None

@@ -239,3 +239,38 @@ def test_try_it_ranks_examples_by_embedding_similarity(page, tmp_path):
         ranked = page.locator("#labels .label").all_inner_texts()
         assert ranked[0] == examples[1] and sorted(ranked) == sorted(examples)
         assert '"instances"' in page.locator("#curl").inner_text()
+
+
+def test_try_it_forecasts_the_chosen_series(page, tmp_path):
+    """A forecaster trained per machine: the try-it page offers the machines, sends the pasted
+    readings' last window for the chosen one, and draws the forecast in that machine's units."""
+    import sampan
+    from sampan.console import console_router
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+    from tests.serving.conftest import RunningServer, free_port
+    from tests.tasks.test_ts_series import machines_frame
+
+    frame = machines_frame()
+    path = tmp_path / "plant.csv"
+    frame.to_csv(path, index=False)
+    store = Store(tmp_path / "home")
+    quick = {"epochs": 4, "device": "cpu", "quiet": True, "window": 48, "horizon": 12}
+    ref = sampan.train(data=str(path), name="plant", task="ts-forecast", store=store, **quick)
+    press = frame[frame["machine"] == "press-2"]["reading"].to_numpy()[-100:]
+    app = build_app([ref.package.ref], ServeSettings(), store, routers=[console_router(store)])
+    with RunningServer(app, free_port()) as running:
+        page.goto(f"{running.url}/console/try/plant")
+        options = page.locator("#series-id option").all_inner_texts()
+        assert options == ["fan-3", "press-2", "pump-1"]
+        page.select_option("#series-id", "press-2")
+        page.fill("#series-input", "\n".join(f"{v:.3f}" for v in press))
+        page.click("#run")
+        page.wait_for_selector("#forecast-summary", timeout=60_000)
+        assert page.locator("#series-chart polyline").count() == 2  # history and forecast
+        steps = page.locator("#output pre").inner_text().splitlines()
+        assert len(steps) == 12
+        first = float(steps[0].split(": ")[1].strip("[]"))
+        assert 8_000 < first < 12_000  # press-2's own units, not another machine's
+        assert '"series":"press-2"' in page.locator("#curl").inner_text()

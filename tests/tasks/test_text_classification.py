@@ -283,3 +283,37 @@ def test_length_grouped_batches_cover_every_sample_once():
     assert spread < shuffled / 3  # similar lengths share a batch
     again = length_grouped(order, lengths[order], 16, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_a_holdout_of_one_class_is_evaluated(fine_tuned, tickets, tmp_path):
+    """A new batch of tickets that all went to one team is a fair thing to check a model on."""
+    import pandas as pd
+
+    home, result = fine_tuned
+    holdout = pd.read_csv(tickets[1])
+    team = holdout["label"].iloc[0]
+    one = holdout[holdout["label"] == team]
+    path = tmp_path / "one-team.csv"
+    one.to_csv(path, index=False)
+    report = sampan.evaluate(result.package.ref, path, store=Store(home), backend="torch")
+    assert report.num_samples == len(one) and 0.0 <= report.metrics["accuracy"] <= 1.0
+
+
+def test_a_normaliser_that_expands_text_cannot_slip_past_the_length_check():
+    """U+FDFA is 3 bytes and 18 characters after NFKC: a short text of them is still over a
+    tokenizer that splits per character, and is marked (or refused) as any long text is."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    from sampan.tasks.text import TOKENIZER, TextTask, Truncated
+
+    vocab = {"[UNK]": 0}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    tokenizer.enable_truncation(64)
+    contract = {TOKENIZER: tokenizer, "max_length": 64}
+    text = "\ufdfa" * 10  # 30 bytes, 180 tokens
+    assert isinstance(TextTask._check_length(text, contract), Truncated)
+    with pytest.raises(DataError, match="over this model's maximum of 64 tokens"):
+        TextTask._check_length(text, {**contract, "truncate": False})
+    assert not isinstance(TextTask._check_length("a short ascii text", contract), Truncated)

@@ -116,15 +116,18 @@ class TextTask(Task):
         """text, marked Truncated when it is over the model's maximum length, or a DataError
         when the contract says to refuse such texts (contract["truncate"] False).
 
-        A token covers at least one UTF-8 byte, so a text of fewer bytes than the maximum less
-        a margin for the special tokens fits, and is not tokenised here (collate does that).
+        A token covers at least one character, so an ASCII text (which normalisers leave as
+        long as it is) shorter than the maximum less a margin for the special tokens fits, and
+        is not tokenised here (collate does that).
         A text of more than 64 characters per token is over without tokenising, and is cut
         there: the tokenizer would spend seconds on megabytes that truncation drops anyway."""
         tokenizer = contract.get(TOKENIZER)
         if tokenizer is None:  # unbound (reading data): collate truncates
             return text
         limit = int(contract["max_length"])
-        if len(text.encode()) + 8 <= limit:
+        # ASCII only: a normaliser (NFKC) may turn one non-ASCII character into many
+        # (U+FDFA is 3 bytes and 18 characters), so those texts are tokenised to know.
+        if text.isascii() and len(text) + 8 <= limit:
             return text
         cap = 64 * limit
         if len(text) <= cap and not tokenizer.encode(text).overflowing:

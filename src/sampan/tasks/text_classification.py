@@ -51,8 +51,8 @@ class TextClassification(TextTask):
                 "label every row or remove it."
             )
         labels = sorted(set(per_row))
-        if len(labels) < 2:
-            raise DataError(f"{path} has {len(labels)} label(s); a classifier needs at least 2.")
+        if not labels:
+            raise DataError(f"{path} holds no labelled rows.")
         index = {label: i for i, label in enumerate(labels)}
         targets = np.array([index[label] for label in per_row], dtype=np.int64)
         return Listing(str(path), texts, targets, labels)

@@ -181,6 +181,10 @@ def prepare(config: TrainConfig, store: Store) -> Prepared:
                 f"encoder has; use --max-length {usable} or less."
             )
     listing = task.scan(config.data)
+    if len(listing.labels) == 1:  # classes to tell apart; evaluating one class is fine
+        raise DataError(
+            f"{config.data} has one label ({listing.labels[0]}); a classifier needs at least 2."
+        )
     contract = task.preprocessing(listing, options)
     samples = task.load(listing, contract, min_per_class=2)
     if samples.segments is not None:  # chronological: the data's order decides

@@ -43,3 +43,23 @@ def test_export_of_moved_training_data_asks_for_data(trained, tmp_path):
 
     with pytest.raises(DataError, match="pass labelled data with --data"):
         export(ref, "onnx", store=store)
+
+
+def test_relative_parity_is_per_sample():
+    """Forecasts of a series near 10,000 and one near 0.5 in one batch: the small one 3 units
+    off is caught (the whole batch's ratio, 3 / 10,000, would pass a 1e-3 tolerance)."""
+    import numpy as np
+
+    from sampan.export.onnx import max_relative_diff, parity
+
+    expected = np.array([[10_000.0, 9_990.0], [0.5, 0.52]], np.float32)
+    got = expected + np.array([[0.0, 0.0], [3.0, 0.0]], np.float32)
+    assert max_relative_diff(expected, got) == pytest.approx(3.0 / 0.52)
+    report = parity(expected[:, :, None], got[:, :, None], np.zeros((2, 2, 1), np.float32))
+    assert report["max_rel_diff"] == pytest.approx(3.0 / 0.52)
+    close = expected * np.float32(1 + 1e-6)
+    assert max_relative_diff(expected, close) < 1e-5
+    # Class scores keep their own check: agreement and accuracy, no relative difference.
+    logits = np.array([[2.0, 1.0], [0.0, 3.0]], np.float32)
+    scores = parity(logits, logits + 0.5, np.array([0, 1]))
+    assert "max_rel_diff" not in scores and scores["top1_agreement"] == 1.0

@@ -104,13 +104,29 @@ def test_bad_files_get_clear_errors(tmp_path):
         ts.read_table(text)
 
 
+def test_mase_scale_of_a_series_that_never_moves_is_in_its_own_units():
+    constant = np.full((100, 2), [500.0, -0.25], np.float32)
+    assert mase_scale(constant, 24).tolist() == [500.0, 0.25]  # its mean |reading|, not 1.0
+    with_gaps = constant.copy()
+    with_gaps[10:20, 0] = np.nan
+    assert mase_scale(with_gaps, 24).tolist() == [500.0, 0.25]
+    assert mase_scale(np.zeros((100, 1), np.float32), 24).tolist() == [1.0]  # nothing else
+    assert mase_scale(np.full((100, 1), np.nan, np.float32), 24).tolist() == [1.0]
+    # Pooled, a forecast 1% off scores alike on a pump at 500 and a fan at 0.25.
+    truth = np.ones((1, 4, 1), np.float32) * constant[0]
+    scale = mase_scale(constant, 24) * np.ones_like(truth)
+    targets = np.stack([truth, truth, truth, scale], -1)
+    assert forecast_metrics(truth * 1.01, targets)["mase"] == pytest.approx(0.01)
+
+
 def test_baselines_and_metrics_on_known_values():
     # A series that repeats every 4 steps: seasonal naive is exact, last value is not.
     cycle = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     inputs = np.tile(cycle, 3)[None, :, None]  # (1, 12, 1)
     naive = seasonal_naive(inputs, 6, 4)
     assert naive[0, :, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 1.0, 2.0]
-    assert mase_scale(np.tile(cycle, 5)[:, None], 4).tolist() == [1.0]  # lag falls back: 0 -> 1
+    # Seasonal differences all 0: the scale falls back to the series' std, in its own units.
+    assert mase_scale(np.tile(cycle, 5)[:, None], 4) == pytest.approx([np.std(cycle)])
     truth = naive.copy()
     targets = np.stack([truth, naive, np.full_like(truth, 4.0), np.ones_like(truth)], -1)
     m = forecast_metrics(truth + 0.5, targets)
@@ -165,6 +181,10 @@ def test_a_renamed_column_is_refused_at_evaluation(forecaster, tmp_path):
     sensor_frame(600).rename(columns={"temp": "temperature"}).to_csv(renamed, index=False)
     with pytest.raises(DataError, match=r"lacks column.* temp"):
         sampan.evaluate(result.package.ref, renamed, store=Store(home))
+    timed = tmp_path / "timed.csv"
+    sensor_frame(600).rename(columns={"timestamp": "time"}).to_csv(timed, index=False)
+    with pytest.raises(DataError, match=r"timed\.csv lacks column\(s\) timestamp .*rename"):
+        sampan.evaluate(result.package.ref, timed, store=Store(home))
 
 
 def test_export_and_serving(forecaster):

@@ -4,6 +4,7 @@ series (an unknown one is a clear 400)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 import sampan
 from sampan.data import timeseries as ts
 from sampan.errors import DataError
+from sampan.export.onnx import max_relative_diff
+from sampan.serving.v2 import parse_series
 from sampan.store import Store
 from sampan.tasks import get_task
 from sampan.tasks.ts_forecast import forecast_metrics
@@ -200,7 +203,7 @@ def test_export_and_serving_per_series(forecaster):
     windows = [{"series": name, "window": window_of(name)} for name in NAMES]
     expected = sampan.load(result.package.ref, backend="torch", store=Store(home)).outputs(windows)
     onnx = sampan.load(exported.ref, backend="onnxruntime", store=Store(home))
-    assert np.abs(onnx.outputs(windows) - expected).max() <= 1e-3 * np.abs(expected).max()
+    assert max_relative_diff(expected, onnx.outputs(windows)) < 1e-4  # each window's own scale
     relative = np.abs(onnx.outputs(windows) - expected) / np.abs(expected)
     assert relative.max() < 1e-4
     app = build_app([exported.ref], ServeSettings(backend="onnxruntime"), Store(home))
@@ -250,14 +253,15 @@ def test_export_and_serving_per_series(forecaster):
     predictions = answer.json()["predictions"]
     assert [p["series"] for p in predictions] == NAMES
     got = np.array([p["forecast"] for p in predictions])
-    assert np.abs(got - expected).max() <= 1e-3 * np.abs(expected).max()
+    assert max_relative_diff(expected, got) < 1e-4
     for reply in (unknown, v2_unknown, stream_unknown):
         assert reply.status_code == 400, reply.text
         assert "Series 'pump-9' was not seen in training" in reply.json()["error"]
         assert "knows 3: fan-3, press-2, pump-1." in reply.json()["error"]
     assert missing.status_code == 400 and "trained per series" in missing.json()["error"]
     assert v2.status_code == 200, v2.text
-    assert np.abs(np.array(v2.json()["outputs"][0]["data"]) - expected.ravel()).max() < 1e-3 * 1e4
+    v2_got = np.array(v2.json()["outputs"][0]["data"]).reshape(expected.shape)
+    assert max_relative_diff(expected, v2_got) < 1e-4
     assert [t["name"] for t in metadata["inputs"]] == ["input", "series"]
     assert metadata["inputs"][0]["shape"] == [-1, 48, 1]
     assert streamed.status_code == 200, streamed.text
@@ -290,3 +294,198 @@ def test_anomaly_detection_per_series(tmp_path):
     # the statistics a window is scored with are its series' own.
     window = window_of("pump-1", end=700)
     assert model.predict({"series": "fan-3", "window": window})[0]["anomaly"]
+
+
+def test_a_renamed_timestamp_column_is_refused(forecaster, tmp_path):
+    home, result = forecaster
+    renamed = tmp_path / "renamed.csv"
+    machines_frame(600).rename(columns={"timestamp": "time"}).to_csv(renamed, index=False)
+    message = r"renamed\.csv series 'pump-1' lacks column\(s\) timestamp .*; rename them back"
+    with pytest.raises(DataError, match=message):
+        sampan.evaluate(result.package.ref, renamed, store=Store(home))
+
+
+# Ids a CSV reader would take for numbers: 007 and 7 are two machines, 8 a third.
+NUMBERED = dict(zip(NAMES, ("007", "7", "8")))
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory):
+    """A forecaster trained per machine on a CSV whose ids look like numbers, and the same
+    readings as Parquet (ids stored as strings)."""
+    folder = tmp_path_factory.mktemp("numbered")
+    frame = machines_frame(500)
+    frame["machine"] = frame["machine"].map(NUMBERED)
+    frame.to_csv(folder / "plant.csv", index=False)
+    frame.to_parquet(folder / "plant.parquet")
+    home = folder / "home"
+    result = sampan.train(
+        data=str(folder / "plant.csv"),
+        name="numbered",
+        task="ts-forecast",
+        horizon=12,
+        series_column="machine",
+        store=Store(home),
+        **{**QUICK, "epochs": 2},
+    )
+    return folder, home, result
+
+
+def test_ids_that_look_like_numbers_stay_as_written(numbered):
+    folder, home, result = numbered
+    assert sorted(result.package.manifest.preprocessing["series"]) == ["007", "7", "8"]
+    store = Store(home)
+    from_csv = sampan.evaluate(result.package.ref, folder / "plant.csv", store=store)
+    from_parquet = sampan.evaluate(result.package.ref, folder / "plant.parquet", store=store)
+    assert from_parquet.num_samples == from_csv.num_samples
+    assert from_parquet.metrics["mae"] == pytest.approx(from_csv.metrics["mae"], rel=1e-6)
+    model = sampan.load(result.package.ref, backend="torch", store=store)
+    pump, fan = window_of("pump-1"), window_of("fan-3")
+    outputs = model.outputs(
+        [
+            {"series": "007", "window": pump},
+            {"series": "7", "window": pump},
+            {"series": "8", "window": fan},
+            {"series": 8, "window": fan},
+            {"series": np.int64(8), "window": fan},
+        ]
+    )
+    assert not np.allclose(outputs[0], outputs[1])  # two machines, each with its statistics
+    # 8 and numpy's 8 are series "8" (equal to float noise: rows of one batch)
+    assert np.allclose(outputs[3:], outputs[2], rtol=1e-6)
+    with pytest.raises(DataError, match=r"Series '9' was not seen in training"):
+        model.outputs({"series": 9, "window": pump})
+
+
+def test_integer_ids_over_stream_and_v2(numbered):
+    import httpx
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from tests.serving.conftest import RunningServer, free_port
+
+    _, home, result = numbered
+    model = sampan.load(result.package.ref, backend="torch", store=Store(home))
+    pump, fan = window_of("pump-1"), window_of("fan-3")
+    expected = model.outputs([{"series": "007", "window": pump}, {"series": "8", "window": fan}])
+    app = build_app([result.package.ref], ServeSettings(backend="torch"), Store(home))
+    windows = {"name": "input", "shape": [2, 48, 1], "datatype": "FP32"}
+    windows["data"] = np.concatenate([pump, fan]).ravel().tolist()
+
+    def series(datatype, data):
+        return {"name": "series", "shape": [len(data)], "datatype": datatype, "data": data}
+
+    with RunningServer(app, free_port()) as running:
+        base = f"{running.url}/v1/models/numbered"
+        streamed = httpx.post(
+            f"{base}:stream", json={"series": 8, "readings": fan.ravel().tolist()}
+        )
+        infer = f"{running.url}/v2/models/numbered/infer"
+        as_text = httpx.post(infer, json={"inputs": [windows, series("BYTES", ["007", "8"])]})
+        as_int = httpx.post(infer, json={"inputs": [windows, series("INT64", [7, 8])]})
+        floats = httpx.post(infer, json={"inputs": [windows, series("FP32", [7.0, 8.0])]})
+    assert streamed.status_code == 200, streamed.text
+    assert streamed.json()["series"] == "8"
+    assert np.allclose(streamed.json()["results"][0]["forecast"], expected[1], rtol=1e-5)
+    assert as_text.status_code == 200, as_text.text
+    got = np.array(as_text.json()["outputs"][0]["data"]).reshape(expected.shape)
+    assert max_relative_diff(expected, got) < 1e-5
+    # INT64 7 is series "7", not "007": answered with "7"'s statistics.
+    assert as_int.status_code == 200, as_int.text
+    seven = model.outputs([{"series": "7", "window": pump}])
+    got = np.array(as_int.json()["outputs"][0]["data"]).reshape(expected.shape)
+    assert max_relative_diff(np.concatenate([seven, expected[1:]]), got) < 1e-5
+    assert floats.status_code == 400 and "'series' must hold one id per window" in floats.text
+
+
+@pytest.mark.parametrize(
+    "datatype, shape, data, message",
+    [
+        ("FP32", [2], [1.0, 2.0], "'series' must hold one id per window: BYTES (or INT64"),
+        ("BYTES", [2, 2], ["a", "b", "c", "d"], "'series' must hold one id per window"),
+        ("BYTES", [2], ["a", 3], "'series' data must be a flat list of strings"),
+        ("BYTES", [3], ["a", "b"], "The 'series' tensor holds 2 ids; shape [3] says 3"),
+        ("INT64", [2], [7, 8.5], "'series' data must be a flat list of integers"),
+        ("INT32", [3], [7, 8], "'series' tensor: data has 2 values"),
+    ],
+)
+def test_bad_series_tensors_name_the_series_tensor(datatype, shape, data, message):
+    spec = {"name": "series", "shape": shape, "datatype": datatype, "data": data}
+    with pytest.raises(DataError, match=re.escape(message)):
+        parse_series(spec)
+
+
+def test_series_tensors_of_text_or_integers():
+    import struct
+
+    def spec(datatype, shape, data=None, size=None):
+        tensor = {"name": "series", "shape": shape, "datatype": datatype, "data": data}
+        return tensor | ({"parameters": {"binary_data_size": size}} if size else {})
+
+    assert parse_series(spec("BYTES", [2, 1], ["007", "pump-1"])) == ["007", "pump-1"]
+    assert parse_series(spec("INT64", [2], [7, 8])) == ["7", "8"]
+    binary = np.array([7, 8], np.int32).tobytes()
+    assert parse_series(spec("INT32", [2], size=len(binary)), binary) == ["7", "8"]
+    binary = b"".join(struct.pack("<I", len(x)) + x for x in (b"007", b"\xc3\xa9"))
+    assert parse_series(spec("BYTES", [2], size=len(binary)), binary) == ["007", "é"]
+
+
+def test_numeric_ids_are_suggested_when_timestamps_repeat(tmp_path):
+    """Auto-detection skips a numeric id column (numbers may be readings); a file of several
+    machines then repeats every timestamp, and the error says which column to name."""
+    frame = machines_frame(200)
+    frame["machine"] = frame["machine"].map(NUMBERED)
+    path = tmp_path / "numbered.csv"
+    frame.to_csv(path, index=False)
+    task = get_task("ts-forecast")
+    listing = task.scan(path)
+    message = (
+        r"row \d+: timestamp .* repeats .*timestamps must increase strictly; it looks like "
+        r"several series in one file: pass --series-column machine\."
+    )
+    with pytest.raises(DataError, match=message):
+        task.preprocessing(listing, {"window": 48, "horizon": 12})
+    one = machines_frame(200).query("machine == 'pump-1'")  # one machine: no advice
+    one.loc[one.index[5], "timestamp"] = one.loc[one.index[4], "timestamp"]
+    with pytest.raises(DataError, match=r"repeats .*increase strictly\.$"):
+        ts.sampling_step(one, "timestamp", None, "x")
+
+
+def test_blank_ids_and_header_only_files_are_clear_errors(tmp_path):
+    import pandas as pd
+
+    task = get_task("ts-forecast")
+    frame = machines_frame(200)
+    frame.loc[7, "machine"] = "   "
+    path = tmp_path / "blank.csv"
+    frame.to_csv(path, index=False)
+    options = {"window": 48, "horizon": 12, "series_column": "machine"}
+    with pytest.raises(DataError, match=r"blank\.csv row 9: no series id in column 'machine'"):
+        task.preprocessing(task.scan(path), options)
+    header = tmp_path / "header.csv"
+    header.write_text("timestamp,machine,reading\n")
+    with pytest.raises(DataError, match=r"header\.csv holds no readings"):
+        task.scan(header)
+    empty = pd.DataFrame({"timestamp": [], "machine": [], "reading": []})
+    with pytest.raises(DataError, match=r"x holds no readings"):
+        ts.sampling_step(empty, "timestamp", "machine", "x")
+
+
+def test_series_a_little_apart_in_interval_share_one(tmp_path):
+    """A logger whose clock runs 0.3% slow is on the same hourly interval (2 hours is not)."""
+    import pandas as pd
+
+    frame = machines_frame(300)
+    fan = frame["machine"] == "fan-3"
+    slow = pd.date_range("2025-01-01 06:00", periods=int(fan.sum()), freq="3611s")
+    frame.loc[fan, "timestamp"] = slow
+    step = ts.sampling_step(frame, "timestamp", "machine", "x")
+    assert step == 3600 and ts.default_period(3611) == 24
+    path = tmp_path / "jitter.csv"
+    frame.to_csv(path, index=False)
+    task = get_task("ts-forecast")
+    listing = task.scan(path)
+    contract = task.preprocessing(listing, {"window": 48, "horizon": 12})
+    assert contract["step_seconds"] == 3600 and contract["period"] == 24
+    samples = task.load(listing, contract)
+    assert {s.series for s in samples.inputs} == set(NAMES)

@@ -13,7 +13,8 @@ What happens to imperfect data (the README says the same):
   the last 15% is the test segment; a window belongs to the segment its forecast falls in;
 - with a series id column, each series is all of the above on its own: its own grid, its own
   windows (none crosses from one series into another) and its own 70/15/15 cut, so every
-  series is in every segment; every series must be sampled at the same interval.
+  series is in every segment; every series must be sampled at the same interval (within 1%:
+  loggers jitter). Series ids are kept as the file writes them ("007" is not "7").
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ SPLITS = (0.70, 0.15)  # train, validation; the rest is the test segment
 SEASONS = {1800: 48, 3600: 24, 900: 96, 600: 144, 300: 288, 60: 1440, 86400: 7, 604800: 52}
 # Column names taken as the series id when none is named (and only one such column holds text).
 SERIES_COLUMNS = ("series", "series_id", "entity", "entity_id", "machine", "sensor", "unit")
+STEP_TOLERANCE = 0.01  # series whose median steps differ by this (relative) share one interval
 
 
 @dataclass
@@ -55,12 +57,38 @@ def read_table(path: Path) -> Any:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise DataError(f"{path}: time series must be .csv (with a header) or .parquet.")
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} could not be read: {str(exc).splitlines()[0]}") from None
-    raise DataError(f"{path}: time series must be .csv (with a header) or .parquet.")
+    if len(frame) == 0:
+        raise DataError(f"{path} holds no readings: a header and no rows.")
+    return frame
+
+
+def ids_as_written(frame: Any, column: str | None, path: str | Path) -> Any:
+    """The frame with its series id column as the CSV file writes it: parsing reads "007" as
+    7 (merging it with "7"), so the column is read again as text. Parquet keeps its types;
+    a frame without that column, or without a CSV file behind it, is returned as it is."""
+    import pandas as pd
+
+    path = Path(path)
+    if column is None or column not in frame.columns or path.suffix.lower() != ".csv":
+        return frame
+    if not path.is_file():
+        return frame
+    try:
+        text = pd.read_csv(path, usecols=[column], dtype=str)[column]
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} could not be read: {str(exc).splitlines()[0]}") from None
+    if len(text) != len(frame):  # never seen: the same file read twice
+        raise DataError(f"{path} changed while it was read; read it again.")
+    frame = frame.copy()
+    frame[column] = text.to_numpy(dtype=object)
+    return frame
 
 
 def time_column(frame: Any, wanted: str | None) -> str | None:
@@ -139,9 +167,12 @@ def series_column(frame: Any, wanted: str | None, exclude: tuple[str, ...] = ())
 
 def split_series(frame: Any, column: str | None, source: str) -> list[tuple[Any, Any, Any]]:
     """(series id, its rows, their lines in the file) per series, in order of first appearance;
-    without a series column, (None, the frame, None). Ids are text ("3" for a numeric 3)."""
+    without a series column, (None, the frame, None). Ids are text ("3" for a numeric 3; read a
+    CSV's ids with ids_as_written to keep "007")."""
     import pandas as pd
 
+    if len(frame) == 0:
+        raise DataError(f"{source} holds no readings: a header and no rows.")
     if column is None:
         return [(None, frame, None)]
     if column not in frame.columns:
@@ -150,12 +181,12 @@ def split_series(frame: Any, column: str | None, source: str) -> list[tuple[Any,
             f"(the file has: {', '.join(map(str, frame.columns))}); rename it back."
         )
     ids = frame[column]
-    blank = np.flatnonzero(ids.isna().to_numpy())
+    if ids.dtype.kind == "f" and bool((ids.dropna() == ids.dropna().round()).all()):
+        ids = ids.astype("Int64")  # 3.0 is series "3"
+    ids = ids.astype(object).where(ids.notna(), "").astype(str).str.strip()
+    blank = np.flatnonzero((ids == "").to_numpy())
     if len(blank):
         raise DataError(f"{source} row {blank[0] + 2}: no series id in column {column!r}.")
-    if ids.dtype.kind == "f" and bool((ids == ids.round()).all()):
-        ids = ids.astype(np.int64)  # 3.0 is series "3"
-    ids = ids.astype(str).str.strip()
     lines = np.arange(len(frame)) + 2
     groups = ids.groupby(ids.to_numpy(), sort=False).indices
     return [(key, frame.iloc[groups[key]], lines[groups[key]]) for key in pd.unique(ids)]
@@ -167,21 +198,43 @@ def named(source: str, series: str | None) -> str:
 
 
 def sampling_step(frame: Any, time: str | None, column: str | None, source: str) -> float | None:
-    """Seconds between readings (the median step), one for every series; None without a time
-    column."""
+    """Seconds between readings (the median step), one for every series (their median, when
+    they differ by less than STEP_TOLERANCE); None without a time column."""
     if time is None:
         return None
+    hint = several_series_hint(frame, (time, column or ""))
     steps: dict[Any, float] = {}
     for key, part, rows in split_series(frame, column, source):
-        steps[key] = timestamps(part, time, named(source, key), rows)[1] / 1e9
-    distinct = {step: key for key, step in steps.items()}
-    if len(distinct) > 1:
-        (a, first), (b, second) = list(distinct.items())[:2]
-        raise DataError(
-            f"{source}: series {first!r} is sampled every {a:g} s and {second!r} every {b:g} s; "
-            "one model reads one interval. Resample them alike, or train them apart."
-        )
-    return next(iter(distinct))
+        steps[key] = timestamps(part, time, named(source, key), rows, hint)[1] / 1e9
+    (first, a), *others = steps.items()
+    for second, b in others:
+        if not same_step(b, a):
+            raise DataError(
+                f"{source}: series {first!r} is sampled every {a:g} s and {second!r} every "
+                f"{b:g} s; one model reads one interval. Resample them alike, or train them "
+                "apart."
+            )
+    return float(np.median(list(steps.values())))
+
+
+def same_step(step: float, expected: float) -> bool:
+    """Whether a series sampled every `step` seconds is on the model's interval (1% apart at
+    most: a logger's clock jitters)."""
+    return abs(step - expected) <= STEP_TOLERANCE * expected
+
+
+def several_series_hint(frame: Any, exclude: tuple[str, ...]) -> str:
+    """For a repeated timestamp: the advice to name a series id column, when the file has one
+    called series, machine, ... that is not in use (numeric ids are never guessed)."""
+    found = [
+        str(c)
+        for c in frame.columns
+        if str(c).lower() in SERIES_COLUMNS and c not in exclude and frame[c].nunique() > 1
+    ]
+    if not found:
+        return ""
+    named_column = found[0] if len(found) == 1 else f"one of {', '.join(found)}"
+    return f"; it looks like several series in one file: pass --series-column {named_column}"
 
 
 def check_series(contract: dict[str, Any], series: Any) -> str:
@@ -189,13 +242,13 @@ def check_series(contract: dict[str, Any], series: Any) -> str:
     and a few known ids when the model never saw it (or when none is given)."""
     known = contract.get("series") or {}
     listed = ", ".join(list(known)[:5]) + (", ..." if len(known) > 5 else "")
-    if series is None or isinstance(series, bool) or not isinstance(series, (str, int)):
+    if series is None or isinstance(series, bool) or not isinstance(series, (str, int, np.integer)):
         raise DataError(
             f"This model was trained per series (column {contract.get('series_column')!r}): "
             f'name each window\'s series, {{"series": ID, "window": [...]}}; it knows '
             f"{len(known)}: {listed}."
         )
-    key = str(series).strip()
+    key = str(series).strip()  # 7 and numpy's 7 are series "7"
     if key not in known:
         raise DataError(
             f"Series {key!r} was not seen in training; this model knows {len(known)}: {listed}."
@@ -203,10 +256,12 @@ def check_series(contract: dict[str, Any], series: Any) -> str:
     return key
 
 
-def timestamps(frame: Any, time: str, source: str, rows: Any = None) -> tuple[Any, int]:
+def timestamps(
+    frame: Any, time: str, source: str, rows: Any = None, hint: str = ""
+) -> tuple[Any, int]:
     """(the time column parsed, the median step in ns); a clear error for a value that is not
-    a time and for a repeated or backward timestamp. rows: each row's line in the file (for
-    one series of several); default: the frame is the file."""
+    a time and for a repeated or backward timestamp (`hint` added to a repeat's). rows: each
+    row's line in the file (for one series of several); default: the frame is the file."""
     import pandas as pd
 
     lines = np.arange(len(frame)) + 2 if rows is None else rows  # 1-based, after the header
@@ -221,10 +276,11 @@ def timestamps(frame: Any, time: str, source: str, rows: Any = None) -> tuple[An
     back = np.flatnonzero(steps <= 0)
     if len(back):
         row = lines[back[0] + 1]  # the row that repeats or goes back
-        kind = "repeats" if steps[back[0]] == 0 else "goes back in time"
+        repeats = steps[back[0]] == 0
         raise DataError(
-            f"{source} row {row}: timestamp {stamps.iloc[back[0] + 1]} {kind} "
-            f"({len(back)} such row(s)); timestamps must increase strictly."
+            f"{source} row {row}: timestamp {stamps.iloc[back[0] + 1]} "
+            f"{'repeats' if repeats else 'goes back in time'} ({len(back)} such row(s)); "
+            f"timestamps must increase strictly{hint if repeats else ''}."
         )
     if len(steps) == 0:
         raise DataError(f"{source} holds a single reading.")
@@ -237,7 +293,8 @@ def regular_series(
     """The frame's columns on a regular time grid, short gaps interpolated (see the module)."""
     import pandas as pd
 
-    missing_columns = [c for c in columns if c not in frame.columns]
+    needed = ([time] if time is not None else []) + list(columns)
+    missing_columns = [c for c in needed if c not in frame.columns]
     if missing_columns:
         raise DataError(
             f"{source} lacks column(s) {', '.join(missing_columns)} that the model reads "
@@ -275,10 +332,11 @@ def regular_series(
 
 
 def default_period(step_seconds: float | None) -> int:
-    """A season for the sampling interval (a day of half-hours is 48), else 1 (last value)."""
+    """A season for the sampling interval (a day of half-hours is 48; within 1%, as a jittery
+    logger's median step), else 1 (last value)."""
     if step_seconds is None:
         return 1
-    return SEASONS.get(round(step_seconds), 1)
+    return next((n for step, n in SEASONS.items() if same_step(step_seconds, step)), 1)
 
 
 def segment_bounds(length: int) -> tuple[int, int]:

@@ -8,7 +8,8 @@ arrives (it then starts over, and says how many readings it still needs). Readin
 as consecutive at the model's sampling interval, in the order sent; null is a missing reading
 (the task interpolates a few, as for any window). Buffers live in this process: behind several
 replicas, route a series to one replica. For a model trained per series (a series id column),
-the series must be one it was trained on, checked before anything is buffered.
+the series must be one it was trained on, checked before anything is buffered; an integer id
+is taken as its text, as by :predict.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sampan.serving.host import ModelHost
 
 STREAM_BODY = json_body(
     ["series", "readings"],
-    series={"type": "string", "minLength": 1, "maxLength": 128},
+    series={"oneOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}]},
     readings={"type": "array", "minItems": 1, "items": {}},
 )
 MAX_READINGS = 4096  # per request
@@ -85,6 +86,8 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
             raise DataError(f"{name} is a {served.task.name} model; :stream is for time series.")
         body = await read_json_object(request, '{"series": "pump-4", "readings": [...]}')
         series = body.get("series")
+        if isinstance(series, int) and not isinstance(series, bool):
+            series = str(series)  # as :predict takes it: 7 is series "7"
         if not isinstance(series, str) or not 0 < len(series) <= 128:
             raise DataError("series must be a name of 1 to 128 characters (one per sensor).")
         if contract.get("series_column"):  # trained per series: its statistics are the id's

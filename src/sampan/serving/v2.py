@@ -4,8 +4,8 @@ Image models take numeric tensors; text models take one BYTES tensor of shape [N
 string per text): JSON strings, or in the binary extension each element as a 4-byte
 little-endian length followed by its bytes. Texts go through the task's decode and collate.
 A time-series model trained per series takes two tensors: "input", the windows [N, W, C], and
-"series", a BYTES tensor [N] naming each window's series; both go through the task's decode
-(which refuses a series it was not trained on) and collate.
+"series", a BYTES (or INT64/INT32) tensor [N] naming each window's series; both go through the
+task's decode (which refuses a series it was not trained on) and collate.
 """
 
 from __future__ import annotations
@@ -155,6 +155,42 @@ def parse_texts(spec: Any, binary: bytes = b"") -> list[Any]:
     return texts
 
 
+def parse_series(spec: Any, binary: bytes = b"") -> list[str]:
+    """The 'series' tensor of a model trained per series as N ids: BYTES [N] (or [N, 1]) of
+    strings, or INT64/INT32 ids as text (7 is series "7"); DataError naming the tensor."""
+    shape, datatype, data, size = _fields(spec)
+    usage = "'series' must hold one id per window: BYTES (or INT64, INT32) of shape [N]"
+    if datatype not in ("BYTES", "INT64", "INT32"):
+        raise DataError(f"{usage}, not {datatype!r}.")
+    if len(shape) not in (1, 2) or shape[1:] not in ([], [1]) or shape[0] == 0:
+        raise DataError(f"{usage}; got shape {shape}.")
+    if datatype != "BYTES":
+        if size is None and not (
+            isinstance(data, list)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in data)
+        ):
+            raise DataError(f"'series' data must be a flat list of integers for {datatype}.")
+        try:
+            numbers = parse_tensor(spec, binary)
+        except DataError as exc:
+            raise DataError(f"'series' tensor: {exc}") from None
+        return [str(int(v)) for v in numbers.ravel()]
+    if size is not None:
+        if not isinstance(size, int) or size != len(binary):
+            raise DataError("'series' binary_data_size does not match its binary part.")
+        try:
+            ids = [element.decode("utf-8") for element in _split_bytes(binary)]
+        except UnicodeDecodeError:
+            raise DataError("A 'series' id is not valid UTF-8.") from None
+    elif isinstance(data, list) and all(isinstance(v, str) for v in data):
+        ids = list(data)
+    else:
+        raise DataError("'series' data must be a flat list of strings, one id per window.")
+    if len(ids) != shape[0]:
+        raise DataError(f"The 'series' tensor holds {len(ids)} ids; shape {shape} says {shape[0]}.")
+    return ids
+
+
 def _split_bytes(binary: bytes) -> list[bytes]:
     """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then bytes."""
     elements, offset = [], 0
@@ -240,7 +276,8 @@ async def _series_rows(served: ServedModel, specs: Any, binary: bytes) -> Any:
     window, columns = served.contract["window"], len(served.contract["columns"])
     usage = (
         f"{served.name} was trained per series: send two tensors, 'input' (the windows, FP32 "
-        f"[N, {window}, {columns}]) and 'series' (BYTES [N], each window's series id)."
+        f"[N, {window}, {columns}]) and 'series' (BYTES or INT64 [N], each window's series "
+        "id)."
     )
     if (
         not isinstance(specs, list)
@@ -252,17 +289,12 @@ async def _series_rows(served: ServedModel, specs: Any, binary: bytes) -> Any:
     named = {spec.get("name"): spec for spec in specs}
     if set(named) != {"input", "series"}:
         raise DataError(usage)
-    if named["series"].get("datatype") != "BYTES":
-        raise DataError("'series' must be a BYTES tensor of shape [N]: each window's series id.")
     windows = parse_tensor(named["input"], parts["input"])
-    ids = parse_texts(named["series"], parts["series"])
+    ids = parse_series(named["series"], parts["series"])
     if len(ids) != len(windows):
         raise DataError(f"'series' names {len(ids)} series for {len(windows)} windows: one each.")
     _within_limit(served, len(windows))
-    raws = [
-        {"series": key.decode("utf-8", "replace") if isinstance(key, bytes) else key, "values": w}
-        for key, w in zip(ids, windows)
-    ]
+    raws = [{"series": key, "values": w} for key, w in zip(ids, windows)]
     rows, _ = await run_in_threadpool(served.prepare, raws)
     return served.check_rows(rows)
 

@@ -14,13 +14,14 @@ same step one season earlier) and the last value. To keep metrics() a pure funct
 (outputs, targets), each window's targets carry, besides the true future, both baselines'
 forecasts of it and the MASE scale: targets[..., 0] truth, [..., 1] seasonal naive,
 [..., 2] last value, [..., 3] the scale (the seasonal-naive MAE over the training segment,
-per channel, of the window's own series). The network never sees slots 1-3; the loss reads
-slot 0.
+per channel, of the window's own series; see mase_scale for one that never moves). The
+network never sees slots 1-3; the loss reads slot 0.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,11 +45,21 @@ def seasonal_naive(inputs: np.ndarray, horizon: int, period: int) -> np.ndarray:
 
 
 def mase_scale(values: np.ndarray, period: int) -> np.ndarray:
-    """Per channel: the mean absolute seasonal difference of a series (T, C), NaNs skipped."""
+    """Per channel: the mean absolute seasonal difference of a series (T, C), NaNs skipped.
+    Where that is 0 (a series constant over its training segment, or repeating exactly each
+    season), the scale stays in the series' own units: its std, else its mean |reading| (a
+    constant), and 1.0 only where both are 0 (or nothing was read), so MASE pooled over
+    series never mixes units."""
     lag = period if len(values) > period else 1
-    diffs = np.abs(values[lag:] - values[:-lag])
-    scale = np.nanmean(diffs, axis=0)
-    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a channel never read: NaN, then 1.0
+        seasonal = np.nanmean(np.abs(values[lag:] - values[:-lag]), axis=0)
+        spread = np.nanstd(values, axis=0)
+        level = np.nanmean(np.abs(values), axis=0)
+    scale = np.ones(values.shape[1])
+    for candidate in (level, spread, seasonal):  # the last usable one wins
+        scale = np.where(np.isfinite(candidate) & (candidate > 0), candidate, scale)
+    return scale.astype(np.float32)
 
 
 def forecast_metrics(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
@@ -120,6 +131,7 @@ class TimeSeriesForecast(Task):
         series = None
         if frame is not None:
             series = ts.series_column(frame, options.get("series_column"), (time or "",))
+            frame = ts.ids_as_written(frame, series, listing.source)  # "007" stays "007"
         columns = options.get("columns")
         if isinstance(columns, str):
             columns = [c.strip() for c in columns.split(",") if c.strip()]
@@ -164,10 +176,9 @@ class TimeSeriesForecast(Task):
         """Each series of a file on its own grid, with its id (None for a file that is one
         series); the columns read are the contract's and `extra` ones (a label)."""
         result = []
-        source = listing.source
-        for key, part, rows in ts.split_series(
-            listing.items[0], contract.get("series_column"), source
-        ):
+        source, column = listing.source, contract.get("series_column")
+        frame = ts.ids_as_written(listing.items[0], column, source)
+        for key, part, rows in ts.split_series(frame, column, source):
             if key is not None and contract.get("series") is not None:
                 try:
                     ts.check_series(contract, key)
@@ -183,7 +194,7 @@ class TimeSeriesForecast(Task):
                 rows,
             )
             step = contract["step_seconds"]
-            if step and series.step_seconds and abs(series.step_seconds - step) > 1e-6:
+            if step and series.step_seconds and not ts.same_step(series.step_seconds, step):
                 raise DataError(
                     f"{name} is sampled every {series.step_seconds:g} s; the model "
                     f"reads one every {step:g} s. Resample it first."

@@ -221,6 +221,8 @@ def test_export_and_serving(forecaster):
                 ]
             },
         )
+        metadata = httpx.get(f"{running.url}/v2/models/line3").json()
+    assert metadata["outputs"][0]["shape"] == [-1, 12, 2]  # horizon x columns
     assert got.shape == (2, 12, 2) and np.abs(got[0] - expected[0]).max() < 1e-3
     assert short.status_code == 400 and "needs the last 48" in short.json()["error"]
     assert v2.status_code == 200, v2.text

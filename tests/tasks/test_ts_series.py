@@ -264,6 +264,7 @@ def test_export_and_serving_per_series(forecaster):
     assert max_relative_diff(expected, v2_got) < 1e-4
     assert [t["name"] for t in metadata["inputs"]] == ["input", "series"]
     assert metadata["inputs"][0]["shape"] == [-1, 48, 1]
+    assert metadata["outputs"][0]["shape"] == [-1, 12, 1]
     assert streamed.status_code == 200, streamed.text
     results = streamed.json()["results"]
     assert len(results) == 1 and np.allclose(results[0]["forecast"], expected[1], rtol=1e-3)

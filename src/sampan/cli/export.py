@@ -14,7 +14,11 @@ def export(
     data: str = typer.Option(
         None, help="Labelled data for the parity check [default: the package's validation split]."
     ),
-    atol: float = typer.Option(1e-3, help="Largest allowed absolute difference of outputs."),
+    atol: float = typer.Option(
+        1e-3,
+        help="Largest allowed difference of outputs: absolute for class scores, relative to "
+        "each sample's largest output for forecasts and anomaly scores.",
+    ),
     name: str = typer.Option(None, help="Write under this package name [default: the same]."),
 ) -> None:
     """Export a package (ONNX, dynamic batch axis) and check it against the original."""

@@ -344,14 +344,17 @@ def router(host: ModelHost) -> APIRouter:
                 {"name": "input", "datatype": "FP32", "shape": shape},
                 {"name": "series", "datatype": "BYTES", "shape": [-1]},
             ]
-        # classifiers: one score per label; embeddings: the vector's size, when recorded
-        width = len(manifest.labels) or int(manifest.training.get("dimension") or -1)
+        # the task's own shape (classifiers: one score per label; forecasts: horizon x
+        # columns); embeddings: the vector's size, when recorded
+        shape = served.task.output_shape(manifest.preprocessing, manifest.labels)
+        if shape == [-1] and manifest.training.get("dimension"):
+            shape = [int(manifest.training["dimension"])]
         return {
             "name": name,
             "versions": [str(manifest.version)],
             "platform": engine.name,
             "inputs": tensors,
-            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, width]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, *shape]}],
         }
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness")

@@ -94,6 +94,11 @@ class Task(ABC):
         """(shape of one collated sample, dtype) that the network takes; for several inputs a
         dict name -> (shape, dtype), -1 marking an axis of any length."""
 
+    def output_shape(self, contract: dict[str, Any], labels: Sequence[str]) -> list[int]:
+        """The shape of one sample's output, -1 where it varies (what v2 metadata reports):
+        one score per label for classifiers; tasks with other outputs say so."""
+        return [len(labels) or -1]
+
     def units(self, batch: Any) -> int:
         """What a collated batch counts for usage and quotas in task units: its rows (images);
         tasks with a better unit (text: tokens) say so."""

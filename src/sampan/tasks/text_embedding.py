@@ -86,6 +86,9 @@ class TextEmbedding(TextTask):
             fingerprint=digest.hexdigest(),
         )
 
+    def output_shape(self, contract: dict[str, Any], labels: Sequence[str]) -> list[int]:
+        return [-1]  # the vector's size: the network's, read from the package by v2
+
     def postprocess(
         self, outputs: np.ndarray, labels: Sequence[str], top_k: int
     ) -> list[dict[str, Any]]:

@@ -155,6 +155,10 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
         normal = errors[targets[:, 0] == 0] if (targets[:, 0] == 0).any() else errors
         return {**contract, "threshold": float(np.quantile(normal, contract["quantile"]))}
 
+    def output_shape(self, contract: dict[str, Any], labels: Sequence[str]) -> list[int]:
+        """Scores per step of the window (autoencoders) or for the newest reading only."""
+        return [-1]
+
     def postprocess(
         self, outputs: np.ndarray, labels: Sequence[str], top_k: int
     ) -> list[dict[str, Any]]:

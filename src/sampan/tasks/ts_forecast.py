@@ -388,6 +388,10 @@ class TimeSeriesForecast(Task):
         """A model trained per series says which series each answer is for."""
         return {"series": sample.series} if isinstance(sample, ts.SeriesWindow) else {}
 
+    def output_shape(self, contract: dict[str, Any], labels: Sequence[str]) -> list[int]:
+        """One forecast: (horizon, columns)."""
+        return [int(contract["horizon"]), len(contract["columns"])]
+
     def input_spec(self, contract: dict[str, Any]) -> Any:
         """(window, columns); per series, two rows more: the series' mean and std."""
         extra = 2 if contract.get("series_column") else 0

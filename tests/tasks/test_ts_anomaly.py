@@ -186,3 +186,16 @@ def test_the_stream_endpoint_keeps_each_series_window(detector, stream):
         kept = buffers.extend(("m", name), np.zeros((100, 1), np.float32), 47)
         assert len(kept) == 100
     assert len(buffers) == 2
+
+
+def test_an_event_ends_where_its_series_does():
+    """Two series' test windows follow each other in the targets: an anomaly at the end of
+    the first and one at the start of the second are two events, each to be found."""
+    labels = np.array([0, 0, 1, 1, 1, 1, 0, 0], dtype=np.float32)
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.float32)
+    assert events(labels) == [(2, 6)]
+    assert events(labels, groups) == [(2, 4), (4, 6)]
+    flags = np.array([0, 0, 1, 0, 0, 0, 0, 0], dtype=bool)  # only the first series' is flagged
+    scores = flags.astype(np.float64)
+    assert detection_metrics(scores, flags, labels)["event_recall"] == 1.0
+    assert detection_metrics(scores, flags, labels, groups)["event_recall"] == 0.5

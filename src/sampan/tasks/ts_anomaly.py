@@ -16,7 +16,9 @@ its newest step) and per event (a run of labelled steps counts as found when any
 windows is flagged): precision, recall and F1 at the calibrated threshold, ROC-AUC and PR-AUC,
 each next to a rolling z-score baseline over the same window (the newest reading's distance
 from the window's mean, in the window's standard deviations). targets[:, 0] is the label and
-targets[:, 1] the baseline's score, so metrics() stays a pure function of (outputs, targets).
+targets[:, 1] the baseline's score and targets[:, 2] the window's series (its index in the
+file), so metrics() stays a pure function of (outputs, targets) and an event never runs from
+the end of one series into the start of the next.
 """
 
 from __future__ import annotations
@@ -43,19 +45,36 @@ def zscore_baseline(inputs: np.ndarray) -> np.ndarray:
     return np.max(np.abs(inputs[:, -1] - history.mean(axis=1)) / spread, axis=1)
 
 
-def events(labels: np.ndarray) -> list[tuple[int, int]]:
-    """(begin, end) of each run of 1s."""
-    edges = np.diff(np.concatenate([[0], (labels > 0).astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+def events(labels: np.ndarray, groups: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """(begin, end) of each run of 1s; a run also ends where `groups` (the series) changes."""
+    flagged = (labels > 0).astype(np.int8)
+    edges = np.diff(np.concatenate([[0], flagged, [0]]))
+    begins, ends = list(np.flatnonzero(edges == 1)), list(np.flatnonzero(edges == -1))
+    if groups is None or len(groups) < 2:
+        return list(zip(begins, ends))
+    cuts = set((np.flatnonzero(np.diff(groups) != 0) + 1).tolist())
+    runs = []
+    for begin, end in zip(begins, ends):
+        start = begin
+        for cut in sorted(c for c in cuts if begin < c < end):
+            runs.append((start, cut))
+            start = cut
+        runs.append((start, end))
+    return runs
 
 
-def detection_metrics(scores: np.ndarray, flags: np.ndarray, labels: np.ndarray) -> dict:
+def detection_metrics(
+    scores: np.ndarray, flags: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None
+) -> dict:
+    """Point-wise precision, recall and F1 of flags; event recall (an event, a run of labelled
+    readings within one series, is found when any of its readings is flagged); ROC-AUC and
+    PR-AUC of scores."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     hits = flags & (labels > 0)
     precision = float(hits.sum() / max(flags.sum(), 1))
     recall = float(hits.sum() / max((labels > 0).sum(), 1))
-    found = [bool(flags[b:e].any()) for b, e in events(labels)]
+    found = [bool(flags[b:e].any()) for b, e in events(labels, groups)]
     both = len(set(labels.tolist())) == 2
     return {
         "precision": precision,
@@ -104,11 +123,12 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
         extra = [label] if label and label in listing.items[0].columns else []
         parts, dropped = [], 0
         digest = hashlib.sha256()
-        for key, series in self.series_of(listing, contract, extra):
+        for index, (key, series) in enumerate(self.series_of(listing, contract, extra)):
             try:
                 inputs, targets, segments, lost = self._scored_windows(series, contract)
             except DataError as exc:
                 raise DataError(f"{ts.named(listing.source, key)}: {exc}") from None
+            targets = np.concatenate([targets, np.full((len(targets), 1), index, np.float32)], 1)
             parts.append((key, inputs, targets, segments))
             dropped += lost
             if key is not None:
@@ -169,12 +189,13 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
     ) -> dict[str, Any]:
         outputs, targets = np.asarray(outputs), np.asarray(targets)
         scores, truth = outputs[:, -1], targets[:, 0]
+        groups = targets[:, 2] if targets.shape[1] > 2 else None
         result: dict[str, Any] = {"neg_error": -float(np.mean(outputs[truth == 0]))}
         if truth.any():
-            result.update(detection_metrics(scores, scores > 1.0, truth))
+            result.update(detection_metrics(scores, scores > 1.0, truth, groups))
             baseline = targets[:, 1]
             # The baseline flags at 3 standard deviations, the usual rule.
-            for key, value in detection_metrics(baseline, baseline > 3.0, truth).items():
+            for key, value in detection_metrics(baseline, baseline > 3.0, truth, groups).items():
                 result[f"zscore_{key}"] = value
         result["flagged"] = int((scores > 1.0).sum())
         result["windows"] = len(scores)

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from sampan.errors import DataError, SampanError, Unauthorized
 from sampan.serving.host import ModelHost, check_model_name
@@ -37,6 +38,13 @@ async def read_json_object(request: Request, example: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise DataError(f"The body must be a JSON object: {example}.")
     return body
+
+
+def json_answer(body: dict[str, Any]) -> JSONResponse:
+    """A JSON answer serialised at once. FastAPI would first walk the returned dict with
+    jsonable_encoder: 29 us for a classifier's answer, 2.6 ms of the event loop's time for 32
+    embeddings of 384 floats (measured), for data that is already plain JSON."""
+    return JSONResponse(body)
 
 
 LOAD_BODY = json_body(["model"], model={"type": "string", "description": "NAME or NAME@VERSION"})

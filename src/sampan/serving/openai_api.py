@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
-from sampan.serving.admin import json_body, read_json_object
+from sampan.serving.admin import json_answer, json_body, read_json_object
 from sampan.serving.host import ModelHost
 from sampan.serving.rest import truncate_option
 
@@ -39,7 +40,7 @@ def router(host: ModelHost) -> APIRouter:
     @api.post(
         "/v1/embeddings", summary="Embeddings (OpenAI-compatible)", openapi_extra=EMBEDDINGS_BODY
     )
-    async def embeddings(request: Request) -> dict[str, Any]:
+    async def embeddings(request: Request) -> JSONResponse:
         body = await read_json_object(request, '{"model": "NAME", "input": ["text", ...]}')
         if not isinstance(body.get("model"), str):
             raise DataError("The body must name a 'model'.")
@@ -72,11 +73,13 @@ def router(host: ModelHost) -> APIRouter:
             }
             for i, v in enumerate(vectors)
         ]
-        return {
-            "object": "list",
-            "data": data,
-            "model": served.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        return json_answer(
+            {
+                "object": "list",
+                "data": data,
+                "model": served.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     return api

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
-from sampan.serving.admin import read_json_object
+from sampan.serving.admin import json_answer, read_json_object
 from sampan.serving.host import ModelHost, ServedModel
 
 PREDICT_BODY = {
@@ -99,7 +100,7 @@ def router(host: ModelHost) -> APIRouter:
         summary="Predict (JSON instances or a file upload)",
         openapi_extra=PREDICT_BODY,
     )
-    async def predict(name: str, request: Request) -> dict[str, Any]:
+    async def predict(name: str, request: Request) -> JSONResponse:
         served = host.get(name)
         raws, top_k, options = await _inputs(request, served)
         if len(raws) > served.batcher.max_batch_size:
@@ -118,10 +119,8 @@ def router(host: ModelHost) -> APIRouter:
         predictions = served.task.postprocess(outputs, served.package.manifest.labels, top_k)
         for prediction, note in zip(predictions, notes):
             prediction.update(note)
-        return {
-            "model": name,
-            "version": served.package.manifest.version,
-            "predictions": predictions,
-        }
+        return json_answer(
+            {"model": name, "version": served.package.manifest.version, "predictions": predictions}
+        )
 
     return api

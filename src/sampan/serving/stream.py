@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sampan.data.timeseries import check_series
 from sampan.errors import DataError
-from sampan.serving.admin import json_body, read_json_object
+from sampan.serving.admin import json_answer, json_body, read_json_object
 from sampan.serving.host import ModelHost
 
 STREAM_BODY = json_body(
@@ -79,7 +80,7 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
         summary="Time series: the latest readings of one series, answered one by one",
         openapi_extra=STREAM_BODY,
     )
-    async def stream(name: str, request: Request) -> dict[str, Any]:
+    async def stream(name: str, request: Request) -> JSONResponse:
         served = host.get(name)
         contract = served.contract
         if contract.get("kind") != "timeseries":
@@ -108,12 +109,14 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
             answers = served.task.postprocess(outputs, served.package.manifest.labels, 1)
             results = [{"reading": p, **a} for p, a in zip(positions, answers)]
         kept = min(len(history), window - 1)
-        return {
-            "model": name,
-            "series": series,
-            "results": results,
-            "needs": max(0, window - len(history)),  # readings still missing before answers
-            "buffered": kept,
-        }
+        return json_answer(
+            {
+                "model": name,
+                "series": series,
+                "results": results,
+                "needs": max(0, window - len(history)),  # readings still missing before answers
+                "buffered": kept,
+            }
+        )
 
     return api

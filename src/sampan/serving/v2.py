@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from sampan.errors import DataError
+from sampan.serving.admin import json_answer
 from sampan.serving.host import ModelHost, ServedModel
 
 DATATYPES = {
@@ -395,6 +396,6 @@ def router(host: ModelHost) -> APIRouter:
             result["id"] = body["id"]
         if _wants_binary(body):
             return _binary_response(result, outputs)
-        return result
+        return json_answer(result)
 
     return api

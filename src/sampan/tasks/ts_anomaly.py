@@ -23,14 +23,12 @@ the end of one series into the start of the next.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from sampan.data import timeseries as ts
-from sampan.errors import DataError
 from sampan.tasks.base import TASKS, Listing, Samples
 from sampan.tasks.ts_forecast import TEST, TRAIN, VAL, TimeSeriesForecast, normalisation_args
 
@@ -121,26 +119,15 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
     def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
         label = contract.get("label_column")
         extra = [label] if label and label in listing.items[0].columns else []
-        parts, dropped = [], 0
-        digest = hashlib.sha256()
-        for index, (key, series) in enumerate(self.series_of(listing, contract, extra)):
-            try:
-                inputs, targets, segments, lost = self._scored_windows(series, contract)
-            except DataError as exc:
-                raise DataError(f"{ts.named(listing.source, key)}: {exc}") from None
-            targets = np.concatenate([targets, np.full((len(targets), 1), index, np.float32)], 1)
-            parts.append((key, inputs, targets, segments))
-            dropped += lost
-            if key is not None:
-                digest.update(key.encode() + b"\0")
-            digest.update(np.ascontiguousarray(series.values).tobytes())
-        skipped = [f"{dropped} window(s) touch a long gap"] if dropped else []
-        return self._assemble(listing, contract, parts, digest.hexdigest(), skipped)
+        return self._load_series(
+            listing, contract, self._scored_windows, extra, digest_columns=False
+        )
 
     def _scored_windows(
-        self, series: ts.Series, contract: dict[str, Any]
+        self, series: ts.Series, contract: dict[str, Any], index: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """One series' (windows, targets: label and z-score, segments, windows dropped)."""
+        """One series' (windows, targets: label, z-score and the series' index in the file,
+        segments, windows dropped)."""
         columns = contract["columns"]
         values = series.values[:, : len(columns)]
         labels = np.zeros(len(values), dtype=np.float32)
@@ -157,7 +144,10 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
         # Training is on normal data: a training window touching a labelled anomaly goes.
         keep = ~((segments == TRAIN) & any_anomaly)
         inputs, ends, segments = inputs[keep], ends[keep], segments[keep]
-        targets = np.stack([labels[ends], zscore_baseline(inputs)], axis=1).astype(np.float32)
+        group = np.full(len(ends), index, dtype=np.float32)
+        targets = np.stack([labels[ends], zscore_baseline(inputs), group], axis=1).astype(
+            np.float32
+        )
         return inputs, targets, segments, dropped
 
     def network_args(self, contract: dict[str, Any]) -> dict[str, Any]:

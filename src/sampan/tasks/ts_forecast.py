@@ -235,11 +235,24 @@ class TimeSeriesForecast(Task):
         )
 
     def load(self, listing: Listing, contract: dict[str, Any], min_per_class: int = 1) -> Samples:
+        return self._load_series(listing, contract, self._windows)
+
+    def _load_series(
+        self,
+        listing: Listing,
+        contract: dict[str, Any],
+        windowing: Any,
+        extra: Sequence[str] = (),
+        digest_columns: bool = True,
+    ) -> Samples:
+        """Samples from every series of a file: windowing(series, contract, index) gives one
+        series' (windows, targets, segments, windows dropped); `extra` columns (a label) are
+        read beside the contract's."""
         parts, dropped = [], 0
         digest = hashlib.sha256()
-        for key, series in self.series_of(listing, contract):
+        for index, (key, series) in enumerate(self.series_of(listing, contract, extra)):
             try:
-                inputs, targets, segments, lost = self._windows(series, contract)
+                inputs, targets, segments, lost = windowing(series, contract, index)
             except DataError as exc:
                 raise DataError(f"{ts.named(listing.source, key)}: {exc}") from None
             parts.append((key, inputs, targets, segments))
@@ -247,14 +260,15 @@ class TimeSeriesForecast(Task):
             if key is not None:
                 digest.update(key.encode() + b"\0")
             digest.update(np.ascontiguousarray(series.values).tobytes())
-        digest.update(",".join(contract["columns"]).encode())
+        if digest_columns:  # as packages written before recorded it: fingerprints must hold
+            digest.update(",".join(contract["columns"]).encode())
         skipped = [f"{dropped} window(s) touch a gap longer than {contract['max_gap']} steps"]
         return self._assemble(
             listing, contract, parts, digest.hexdigest(), skipped if dropped else []
         )
 
     def _windows(
-        self, series: ts.Series, contract: dict[str, Any]
+        self, series: ts.Series, contract: dict[str, Any], index: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """One series' (windows, targets, segments, windows dropped for a long gap)."""
         window, horizon, period = contract["window"], contract["horizon"], contract["period"]

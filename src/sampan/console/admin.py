@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from sampan.console.web import Viewer, check_form, form_fields, gate_of, page, viewer
-from sampan.errors import SampanError
+from sampan.errors import ConfigError, SampanError
 
 # What a finished action says on the page it redirects to: a code and a checked argument in
 # the URL, never free text (a crafted link cannot put its own words on the admin page).
@@ -60,8 +60,6 @@ def _burst(text: str) -> int | None:
     if not text.strip():
         return None
     if not text.strip().isdigit():
-        from sampan.errors import ConfigError
-
         raise ConfigError(f"Burst {text!r} is not a whole number of calls.")
     return int(text)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -17,6 +18,16 @@ STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
 
 
+@functools.lru_cache(maxsize=1)
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """The console's files, read once: name -> (content, media type). Only these are served."""
+    return {
+        path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
+        for path in STATIC.iterdir()
+        if path.suffix in STATIC_TYPES
+    }
+
+
 def console_router(store: Store | None = None) -> APIRouter:
     """The console; mount with build_app(..., routers=[console_router(store)])."""
     api = APIRouter(prefix="/console", include_in_schema=False)
@@ -27,11 +38,11 @@ def console_router(store: Store | None = None) -> APIRouter:
 
     @api.get("/static/{name}")
     async def static(name: str) -> Response:
-        path = STATIC / name
-        if name not in {p.name for p in STATIC.iterdir()} or path.suffix not in STATIC_TYPES:
+        found = _static_files().get(name)
+        if found is None:
             raise NotFoundError(f"No console file {name!r}.")
         headers = {**SECURITY_HEADERS, "Cache-Control": "public, max-age=300"}
-        return Response(path.read_bytes(), media_type=STATIC_TYPES[path.suffix], headers=headers)
+        return Response(found[0], media_type=found[1], headers=headers)
 
     api.include_router(catalog.router(store or Store()))
     api.include_router(usage.router())

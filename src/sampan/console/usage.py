@@ -81,13 +81,13 @@ def usage_charts(timeline: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _samples(registry: Any, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (dict(s.labels), s.value)
-        for family in registry.collect()
-        for s in family.samples
-        if s.name == name
-    ]
+def _samples(registry: Any) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of the registry by name, collected once: name -> [(labels, value)]."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return samples
 
 
 def batch_histogram(cumulative: list[tuple[str, float]], largest: int) -> tuple[list, list]:
@@ -108,15 +108,15 @@ def batch_histogram(cumulative: list[tuple[str, float]], largest: int) -> tuple[
 def server_health(request: Request) -> list[dict[str, Any]]:
     """Per loaded model: its engines, queue depth now, and its batch-size histogram, read from
     the server's own Prometheus registry (what /metrics exports)."""
-    registry = request.app.state.metrics.registry
-    depth = {labels["model"]: v for labels, v in _samples(registry, "sampan_queue_depth")}
+    samples = _samples(request.app.state.metrics.registry)
+    depth = {labels["model"]: v for labels, v in samples.get("sampan_queue_depth", [])}
     buckets: dict[str, list[tuple[str, float]]] = {}
-    for labels, value in _samples(registry, "sampan_batch_size_bucket"):
+    for labels, value in samples.get("sampan_batch_size_bucket", []):
         buckets.setdefault(labels["model"], []).append((labels["le"], value))
     inference = {
         (labels["model"], kind): v
         for kind in ("sum", "count")
-        for labels, v in _samples(registry, f"sampan_inference_seconds_{kind}")
+        for labels, v in samples.get(f"sampan_inference_seconds_{kind}", [])
     }
     models = []
     for name, served in sorted(request.app.state.host.models.items()):

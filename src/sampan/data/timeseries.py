@@ -237,6 +237,24 @@ def several_series_hint(frame: Any, exclude: tuple[str, ...]) -> str:
     return f"; it looks like several series in one file: pass --series-column {named_column}"
 
 
+def readings(value: Any, columns: list[str], where: str) -> np.ndarray:
+    """Readings as a request carries them, (N, columns) float32: numbers for one column, lists
+    per reading for several, null for a missing one (NaN). `where` says where they came from
+    in errors ("the window", "the request")."""
+    try:
+        array = np.array(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"The readings in {where} must be numbers (null for missing).") from None
+    if array.ndim == 1 and len(columns) == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != len(columns):
+        raise DataError(
+            f"Expected readings of {len(columns)} column(s) ({', '.join(columns)}) in {where}, "
+            f"{len(columns)} value(s) each; got shape {list(array.shape)}."
+        )
+    return array
+
+
 def check_series(contract: dict[str, Any], series: Any) -> str:
     """The id of a series the model was trained on, as text; a one-line DataError naming it
     and a few known ids when the model never saw it (or when none is given)."""

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,6 +60,20 @@ def presented_key(scope: Scope) -> str:
     return ""
 
 
+async def _cached(cache: dict[str, tuple[Any, float]], key: str, load: Callable[[], Any]) -> Any:
+    """load()'s answer (run in a thread, off the event loop), kept for KEY_CACHE_SECONDS;
+    an error is not kept. At most 10,000 answers are kept."""
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    value = await asyncio.to_thread(load)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (value, now + KEY_CACHE_SECONDS)
+    return value
+
+
 @dataclass
 class Gate:
     """Keys, limiter and recorder shared by the middleware. open=True: no keys asked for
@@ -94,15 +109,11 @@ class Gate:
         ended in another process stops working within KEY_CACHE_SECONDS)."""
         if not session_id or self.sessions is None:
             return None
-        now = time.monotonic()
-        cached = self._session_cache.get(session_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        session = await asyncio.to_thread(self.sessions.get, session_id)
-        if len(self._session_cache) > 10_000:
-            self._session_cache.clear()
-        self._session_cache[session_id] = (session, now + KEY_CACHE_SECONDS)
-        return session
+        sessions = self.sessions
+        found: Session | None = await _cached(
+            self._session_cache, session_id, lambda: sessions.get(session_id)
+        )
+        return found
 
     async def end_session(self, session_id: str) -> None:
         if self.sessions is not None:
@@ -118,28 +129,17 @@ class Gate:
 
     async def key_by_prefix(self, prefix: str) -> KeyInfo:
         """A console session's key, looked up again (cached as keys are): revoked, it fails."""
-        cached = self._cache.get("session:" + prefix)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        assert self.keys is not None
-        info = await asyncio.to_thread(self.keys.info, prefix)
-        self._cache["session:" + prefix] = (info, now + KEY_CACHE_SECONDS)
+        keys = self.keys
+        assert keys is not None
+        info: KeyInfo = await _cached(self._cache, "session:" + prefix, lambda: keys.info(prefix))
         return info
 
     async def authenticate(self, presented: str) -> KeyInfo:
         if not presented:
             raise Unauthorized("Send an API key as 'Authorization: Bearer smp_...'.")
-        now = time.monotonic()
-        cached = self._cache.get(presented)
-        if cached is not None and cached[1] > now:
-            info = cached[0]
-        else:
-            assert self.keys is not None
-            info = await asyncio.to_thread(self.keys.verify, presented)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[presented] = (info, now + KEY_CACHE_SECONDS)
+        keys = self.keys
+        assert keys is not None
+        info: KeyInfo = await _cached(self._cache, presented, lambda: keys.verify(presented))
         if info.expires_at is not None and info.expires_at.timestamp() <= time.time():
             raise Unauthorized(f"API key {info.prefix} has expired.")
         return info

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sampan.data.timeseries import check_series
+from sampan.data.timeseries import readings as as_readings
 from sampan.errors import DataError
 from sampan.serving.admin import json_answer, json_body, read_json_object
 from sampan.serving.host import ModelHost
@@ -55,20 +56,12 @@ class Buffers:
         return joined
 
 
-def _readings(value: Any, channels: int) -> np.ndarray:
+def _readings(value: Any, columns: list[str]) -> np.ndarray:
     if not isinstance(value, list) or not value:
         raise DataError("readings must be a non-empty list (numbers, or lists per reading).")
     if len(value) > MAX_READINGS:
         raise DataError(f"{len(value)} readings is over {MAX_READINGS} per request; split them.")
-    try:
-        array = np.array(value, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise DataError("readings must be numbers (null for a missing one).") from None
-    if array.ndim == 1 and channels == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.shape[1] != channels:
-        raise DataError(f"Each reading must hold {channels} value(s); got {list(array.shape)}.")
-    return array
+    return as_readings(value, columns, "the request")
 
 
 def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
@@ -93,12 +86,12 @@ def router(host: ModelHost, max_series: int = 10_000) -> APIRouter:
             raise DataError("series must be a name of 1 to 128 characters (one per sensor).")
         if contract.get("series_column"):  # trained per series: its statistics are the id's
             series = check_series(contract, series)
-        readings = _readings(body.get("readings"), len(contract["columns"]))
+        new = _readings(body.get("readings"), contract["columns"])
         window = int(contract["window"])
-        history = buffers.extend((name, series), readings, window - 1)
+        history = buffers.extend((name, series), new, window - 1)
         # The new readings that have a whole window behind them, and those windows.
-        first = len(history) - len(readings)
-        positions = [i for i in range(len(readings)) if first + i >= window - 1]
+        first = len(history) - len(new)
+        positions = [i for i in range(len(new)) if first + i >= window - 1]
         spans = [history[first + i - window + 1 : first + i + 1] for i in positions]
         request.state.model = name
         results: list[dict[str, Any]] = []

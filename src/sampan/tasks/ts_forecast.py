@@ -361,18 +361,8 @@ class TimeSeriesForecast(Task):
     def _readings(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
         """A window's last `window` readings (W, C) float32; a few missing readings are
         interpolated, more than max_missing of them is an error."""
-        window, channels = contract["window"], len(contract["columns"])
-        try:
-            array = np.array(raw, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise DataError("A window's readings must be numbers (null for missing).") from None
-        if array.ndim == 1 and channels == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] != channels:
-            raise DataError(
-                f"A window must hold readings of {channels} column(s) "
-                f"({', '.join(contract['columns'])}); got shape {list(array.shape)}."
-            )
+        window = contract["window"]
+        array = ts.readings(raw, contract["columns"], "the window")
         if len(array) < window:
             raise DataError(
                 f"A window needs the last {window} readings; got {len(array)}. Send more."

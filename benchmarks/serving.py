@@ -2,22 +2,27 @@
 the same onnxruntime engine, against the in-process engine as the limit.
 
 One run builds a resnet18 package at 3x64x64 (briefly trained on the digits), exports it to
-ONNX, measures the in-process engine (throughput at batch 1 and at batch 32), then starts each
-server in its own process on loopback and drives it with wrk (Debian's package: little CPU)
-at concurrency 1, 8 and 32 with the same JSON body (one base64 PNG). Prints requests/s and
-p50/p99 latency, with ratios to the in-process batched limit.
+ONNX, then starts each server in its own process on loopback and drives it with wrk (Debian's
+package: little CPU) at concurrency 1, 8 and 32 with the same JSON body (one base64 PNG).
+Around every point the in-process engine is measured too, just before and just after it
+(throughput at batch 32, latency at batch 1), while the server idles: a shared machine's speed
+drifts within a minute, so each point is compared with the limit of its own moment. Prints
+requests/s and p50/p99 latency with the ratio to that limit, and with --rounds N the median of
+N ratios at concurrency 32.
 
     apt-get install wrk; pip install litserve      # the baseline's own package
-    python benchmarks/serving.py [--seconds 8]
+    python benchmarks/serving.py [--seconds 8] [--rounds 1] [--only sampan]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,23 +115,30 @@ def build_package(home: Path) -> tuple[str, bytes]:
     return str(package.path), sorted(data.glob("3/*.png"))[0].read_bytes()
 
 
-def in_process(package_dir: str, seconds: float) -> dict[str, float]:
-    model = _model(package_dir)
-    rng = np.random.default_rng(0)
-    out = {}
-    for batch in (1, 32):
-        x = rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
-        for _ in range(3):
-            model.engine.predict(x)
-        times = []
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            model.engine.predict(x)
-            times.append(time.perf_counter() - started)
-        out[f"batch{batch}_per_s"] = batch / float(np.mean(times))
-        out[f"batch{batch}_p50_ms"] = float(np.median(times) * 1000)
-    return out
+def in_process(model, batch: int, seconds: float) -> dict[str, float]:
+    """The engine called directly with a batch: images/s and the median call in ms."""
+    x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    for _ in range(3):
+        model.engine.predict(x)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        model.engine.predict(x)
+        times.append(time.perf_counter() - started)
+    return {"per_s": batch / float(np.mean(times)), "p50_ms": float(np.median(times) * 1000)}
+
+
+def limit_around(model, seconds: float, point) -> tuple[dict[str, float], dict[str, float]]:
+    """point()'s result and the in-process limit of the same moment: batch-32 throughput and
+    batch-1 latency, each the mean of a measurement just before and one just after."""
+    before = in_process(model, 32, seconds), in_process(model, 1, seconds / 2)
+    result = point()
+    after = in_process(model, 32, seconds), in_process(model, 1, seconds / 2)
+    return result, {
+        "batch32_per_s": (before[0]["per_s"] + after[0]["per_s"]) / 2,
+        "batch1_p50_ms": (before[1]["p50_ms"] + after[1]["p50_ms"]) / 2,
+    }
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -195,6 +207,7 @@ def run_wrk(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=1, help="Passes over the servers.")
     parser.add_argument("--serve", choices=("fastapi", "litserve"))
     parser.add_argument("--port", type=int)
     parser.add_argument("--package")
@@ -207,7 +220,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         package_dir, png = build_package(home)
-        limit = in_process(package_dir, args.seconds)
+        model = _model(package_dir)
         body_file = home / "body.json"
         body_file.write_text(json.dumps({"instances": [base64.b64encode(png).decode()]}))
         env = {**os.environ, "SAMPAN_HOME": str(home)}
@@ -230,26 +243,34 @@ def main() -> None:
                 "/v1/models/r18:predict",
             ),
         }
-        results: dict[str, dict[int, dict[str, float]]] = {}
         if args.only:
             servers = {k: v for k, v in servers.items() if args.only in k}
-        for port, (name, (command, path)) in enumerate(servers.items(), start=18701):
-            flags = (
-                ["--port", str(port)]
-                if name == "sampan serve"
-                else ["--port", str(port), "--package", package_dir]
-            )
-            proc = subprocess.Popen(
-                command + flags, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            try:
-                wait_ready(f"http://127.0.0.1:{port}/", proc)
-                url = f"http://127.0.0.1:{port}{path}"
-                run_wrk(url, body_file, 4, 2)  # warm-up
-                results[name] = {c: run_wrk(url, body_file, c, args.seconds) for c in (1, 8, 32)}
-            finally:
-                proc.terminate()
-                proc.wait(30)
+        # results[name][concurrency]: one (wrk result, limit of its moment) per round
+        results: dict[str, dict[int, list[tuple[dict, dict]]]] = {
+            name: {c: [] for c in (1, 8, 32)} for name in servers
+        }
+        for _ in range(args.rounds):
+            for port, (name, (command, path)) in enumerate(servers.items(), start=18701):
+                flags = ["--port", str(port)]
+                if name != "sampan serve":
+                    flags += ["--package", package_dir]
+                proc = subprocess.Popen(
+                    command + flags, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}/", proc)
+                    url = f"http://127.0.0.1:{port}{path}"
+                    run_wrk(url, body_file, 4, 2)  # warm-up
+                    for c in (1, 8, 32):
+                        point = functools.partial(run_wrk, url, body_file, c, args.seconds)
+                        results[name][c].append(limit_around(model, 2.0, point))
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+    report(results)
+
+
+def report(results: dict[str, dict[int, list[tuple[dict, dict]]]]) -> None:
     import onnxruntime
 
     print(
@@ -257,31 +278,34 @@ def main() -> None:
         f"{onnxruntime.__version__}; resnet18 @ 3x{SIZE}x{SIZE}, fp32"
     )
     print(
-        f"in-process engine: {limit['batch1_per_s']:.0f} img/s at batch 1 "
-        f"(p50 {limit['batch1_p50_ms']:.2f} ms), {limit['batch32_per_s']:.0f} img/s at batch 32"
-    )
-    print(
         f"{'server':>20} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
-        f" {'/ limit':>8}"
+        f" {'limit/s':>8} {'/ limit':>8}"
     )
-    for name, rows in results.items():
-        for conc, r in rows.items():
-            print(
-                f"{name:>20} {conc:>5} {r['rps']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-                f"{r['non_2xx']:>8} {r['rps'] / limit['batch32_per_s']:8.2f}"
-            )
-    if "sampan serve" not in results or len(results) < 3:
+    for name, points in results.items():
+        for conc, runs in points.items():
+            for r, limit in runs:
+                print(
+                    f"{name:>20} {conc:>5} {r['rps']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+                    f"{r['non_2xx']:>8} {limit['batch32_per_s']:8.1f} "
+                    f"{r['rps'] / limit['batch32_per_s']:8.2f}"
+                )
+
+    def ratio(name: str) -> float:
+        return statistics.median(r["rps"] / lim["batch32_per_s"] for r, lim in results[name][32])
+
+    if "sampan serve" not in results:
         return
     ours = results["sampan serve"]
+    line = f"sampan at concurrency 32: {ratio('sampan serve'):.2f}x the in-process batched limit"
+    line += f" (median of {len(ours[32])}; goal 0.85)"
+    for peer in ("fastapi 1-per-call", "litserve batched"):
+        if peer in results:
+            line += f"; {ratio('sampan serve') / ratio(peer):.2f}x {peer}"
+    print(line)
+    added = statistics.median(r["p50_ms"] - lim["batch1_p50_ms"] for r, lim in ours[1])
     print(
-        f"sampan at concurrency 32: {ours[32]['rps'] / limit['batch32_per_s']:.2f}x the "
-        f"in-process batched limit (goal 0.85); vs fastapi "
-        f"{ours[32]['rps'] / results['fastapi 1-per-call'][32]['rps']:.2f}x, vs litserve "
-        f"{ours[32]['rps'] / results['litserve batched'][32]['rps']:.2f}x"
-    )
-    print(
-        f"sampan at concurrency 1: p50 {ours[1]['p50_ms']:.2f} ms vs in-process batch-1 "
-        f"{limit['batch1_p50_ms']:.2f} ms (goal: within 2 ms)"
+        f"sampan at concurrency 1: p50 {added:+.2f} ms over the in-process batch-1 call "
+        "(goal: within 2 ms)"
     )
 
 

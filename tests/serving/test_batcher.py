@@ -94,6 +94,40 @@ def test_a_lone_caller_is_not_made_to_wait():
     assert run(main()) < 0.5
 
 
+def test_a_backlog_runs_at_once_and_a_lone_request_waits_for_company():
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=32, max_wait_ms=300)
+
+        def submit(v):
+            return asyncio.create_task(batcher.submit(rows(v)))
+
+        first = submit(0)
+        await asyncio.sleep(0.05)
+        pair = [submit(1), submit(2)]
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await asyncio.gather(first, *pair)  # batches [1, 2]: concurrency seen
+        engine.gate.clear()
+        lone = [submit(3)]  # waits up to 300 ms for company, and gets some
+        await asyncio.sleep(0.05)
+        lone.append(submit(4))
+        await asyncio.sleep(0.4)  # its window closed: [3, 4] runs, held by the gate
+        backlog = [submit(v) for v in (5, 6, 7)]
+        await asyncio.sleep(0.05)
+        released = time.perf_counter()
+        engine.gate.set()
+        await asyncio.gather(*lone, *backlog)
+        elapsed = time.perf_counter() - released
+        await batcher.stop()
+        return engine.batches, elapsed
+
+    batches, elapsed = run(main())
+    # The backlog that queued while [3, 4] ran went at once, not after another 300 ms window.
+    assert batches == [1, 2, 2, 3] and elapsed < 0.25
+
+
 def test_multi_row_requests_keep_their_rows_together():
     async def main():
         engine = FakeEngine()

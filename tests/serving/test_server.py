@@ -180,6 +180,42 @@ def test_openapi_document_lists_the_protocols(server):
     )
 
 
+def test_inference_routes_are_answered_by_plain_routes_in_front(server):
+    """The hot routes are matched first, as plain Starlette routes, and still documented."""
+    from starlette.routing import Route
+
+    from sampan.serving.app import HOT_ROUTES
+
+    routes = server.app.router.routes
+    front = routes[: len(HOT_ROUTES)]
+    assert all(type(r) is Route for r in front) and {r.path for r in front} == HOT_ROUTES
+    predict = next(r for r in front if r.path.endswith(":predict"))
+    original, seen = predict.app, []
+
+    async def spy(scope, receive, send):
+        seen.append(scope["path"])
+        await original(scope, receive, send)
+
+    predict.app = spy
+    try:
+        answer = httpx.post(f"{server.url}/v1/models/nope:predict", json={"instances": ["x"]})
+    finally:
+        predict.app = original
+    assert seen == ["/v1/models/nope:predict"] and answer.status_code == 404
+    assert "No model 'nope'" in answer.json()["error"]  # SampanErrors mapped as before
+
+
+def test_a_plain_route_takes_only_path_parameters_and_the_request():
+    from fastapi.routing import APIRoute
+
+    from sampan.serving.app import plain_route
+
+    async def endpoint(name: str, request, top_k: int = 5): ...
+
+    with pytest.raises(TypeError, match="takes its path and request"):
+        plain_route(APIRoute("/v1/models/{name}:predict", endpoint, methods=["POST"]))
+
+
 def test_drain_answers_in_flight_requests_and_refuses_new_ones(serve_home, digits_holdout):
     """What SIGTERM starts, step by step: in-flight requests are answered, new ones get 503 +
     Retry-After, readiness says 503, and the server stops only after that."""

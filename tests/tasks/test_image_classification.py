@@ -42,6 +42,9 @@ def test_collate_normalises_to_nchw():
     assert batch.shape == (2, 3, 12, 10) and batch.dtype == np.float32
     expected = (samples[1, 4, 5, 2] / 255.0 - 0.3) / 0.3
     assert batch[1, 2, 4, 5] == pytest.approx(expected, abs=1e-6)
+    mean, std = np.array(CONTRACT["mean"]), np.array(CONTRACT["std"])
+    every = ((samples / 255.0 - mean) / std).transpose(0, 3, 1, 2)  # each channel its own
+    assert batch.flags.c_contiguous and np.allclose(batch, every, atol=1e-5)
 
 
 def test_grayscale_contract_converts_colour_input():

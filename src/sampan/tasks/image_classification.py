@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -12,13 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from sampan.data.images import decode_image, is_grayscale, scan_csv, scan_image_folder
+from sampan.data.images import (
+    decode_image,
+    header_size,
+    is_grayscale,
+    scan_csv,
+    scan_image_folder,
+)
 from sampan.errors import DataError
 from sampan.progress import make_progress
 from sampan.tasks.base import TASKS, Listing, Samples, Task
 from sampan.tasks.metrics import classification_metrics, top_k_results
 
 AUGMENT_MODES = ("none", "shift", "flip", "shift+flip")
+
+
+@functools.lru_cache(maxsize=64)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[Any, Any]:
+    """(scale, offset) per channel, shaped for (N, C, H, W): x * scale - offset is
+    (x / 255 - mean) / std. Computed once per contract, not per batch."""
+    std_ = np.asarray(std, dtype=np.float32)[:, None, None]
+    mean_ = np.asarray(mean, dtype=np.float32)[:, None, None]
+    scale, offset = 1.0 / (255.0 * std_), mean_ / std_
+    scale.flags.writeable = offset.flags.writeable = False  # shared by every call
+    return scale, offset
 
 
 @TASKS.register("image-classification")
@@ -169,13 +187,16 @@ class ImageClassification(Task):
         a huge image: the header, read without decoding, is what counts)."""
         if not isinstance(raw, (bytes, bytearray)) or len(raw) > 64 * 1024:
             return False
-        from PIL import Image
+        size = header_size(bytes(raw))
+        if size is None:  # another format: PIL reads its header
+            from PIL import Image
 
-        try:
-            with Image.open(io.BytesIO(raw)) as image:
-                return bool(image.width * image.height <= 512 * 512)
-        except Exception:  # unreadable: decode fails at once, with its own clear error
-            return True
+            try:
+                with Image.open(io.BytesIO(raw)) as image:
+                    size = image.size
+            except Exception:  # unreadable: decode fails at once, with its own clear error
+                return True
+        return bool(size[0] * size[1] <= 512 * 512)
 
     def decode(self, raw: Any, contract: dict[str, Any]) -> np.ndarray:
         return decode_image(
@@ -188,12 +209,14 @@ class ImageClassification(Task):
 
     def collate(self, samples: Any, contract: dict[str, Any]) -> np.ndarray:
         """uint8 (N, H, W, C) -> normalised float32 (N, C, H, W)."""
-        batch = np.asarray(samples, dtype=np.float32)
-        std = np.asarray(contract["std"], dtype=np.float32)
-        mean = np.asarray(contract["mean"], dtype=np.float32)
-        batch *= 1.0 / (255.0 * std)
-        batch -= mean / std
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        # Channels first, then normalise: per-channel factors broadcast over whole planes
+        # (H*W values a step) rather than over the last axis (C values a step), about 10x
+        # faster for the same arithmetic.
+        batch = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).transpose(0, 3, 1, 2))
+        scale, offset = _normalisation(tuple(contract["mean"]), tuple(contract["std"]))
+        batch *= scale
+        batch -= offset
+        return batch
 
     def augment(self, samples: Any, rng: np.random.Generator, mode: str) -> Any:
         """Random shifts of up to 1/8 of the side (edge-padded) and/or horizontal flips."""

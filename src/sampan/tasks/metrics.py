@@ -68,7 +68,9 @@ def top_k_results(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list
     k = max(1, min(top_k, len(labels)))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     results = []
-    for row, idx in zip(probs, order):
-        top = [{"label": labels[i], "score": float(row[i])} for i in idx]
+    # Python lists, not numpy scalars: a served answer is built per request, and indexing
+    # numpy arrays element by element was a third of this function's time.
+    for row, idx in zip(probs.tolist(), order.tolist()):
+        top = [{"label": labels[i], "score": row[i]} for i in idx]
         results.append({"label": top[0]["label"], "score": top[0]["score"], "top_k": top})
     return results

@@ -377,6 +377,21 @@ def test_serve_settings_reach_the_onnxruntime_engine(serve_home, spin):
         assert spinning == ("1" if spin else "0")
 
 
+def test_the_gil_switch_interval_is_short_while_serving_and_restored_after(serve_home):
+    import sys
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+    before = sys.getswitchinterval()
+    settings = ServeSettings(backend="onnxruntime", switch_interval_ms=0.25)
+    with RunningServer(build_app([onnx_ref], settings, Store(home)), free_port()):
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+    assert sys.getswitchinterval() == before
+
+
 def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_traceback(server, caplog):
     import socket
     import time

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
@@ -127,14 +128,20 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if extension is not None:
-            await extension.start()
-        for ref in refs:
-            await host.load(ref)
-        yield
-        await host.shutdown()  # uvicorn has stopped accepting and finished in-flight requests
-        if extension is not None:
-            await extension.close()  # e.g. the last usage records
+        switch_interval = sys.getswitchinterval()
+        if settings.switch_interval_ms is not None:
+            sys.setswitchinterval(settings.switch_interval_ms / 1000)
+        try:
+            if extension is not None:
+                await extension.start()
+            for ref in refs:
+                await host.load(ref)
+            yield
+            await host.shutdown()  # uvicorn stopped accepting and finished in-flight requests
+            if extension is not None:
+                await extension.close()  # e.g. the last usage records
+        finally:
+            sys.setswitchinterval(switch_interval)
 
     middleware = [  # outermost first
         Middleware(AccessLog, metrics=metrics),

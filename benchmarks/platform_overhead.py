@@ -27,14 +27,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serving import build_package, run_wrk, wait_ready
+from serving import build_package, run_wrk, start_server, stop_server, wait_ready
 
 
 def start(port: int, package_dir: str, env: dict[str, str], auth: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "sampan.cli.main", "serve", "--models", package_dir]
     command += ["--backend", "onnxruntime", "--port", str(port), "--log-level", "warning"]
     command += ["--auth", auth]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_server(command, env)
 
 
 def main() -> None:
@@ -77,8 +77,7 @@ def main() -> None:
                         raise RuntimeError(f"{auth}: non-2xx answers")
                     results[auth].append({**result, "lone_p50_ms": lone["p50_ms"]})
                 finally:
-                    proc.terminate()
-                    proc.wait(60)
+                    stop_server(proc, 60)
         with Database(home=home) as db:
             from sampan.platform.usage import usage_report
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -141,6 +143,31 @@ def limit_around(model, seconds: float, point) -> tuple[dict[str, float], dict[s
     }
 
 
+def start_server(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A server in its own process group, so that stop_server ends its workers too."""
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the server's whole process group (LitServe's inference worker outlives
+    its parent otherwise, and goes on taking CPU from the next server measured), then wait."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):  # anything of the group still there
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     import httpx
 
@@ -254,9 +281,7 @@ def main() -> None:
                 flags = ["--port", str(port)]
                 if name != "sampan serve":
                     flags += ["--package", package_dir]
-                proc = subprocess.Popen(
-                    command + flags, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
+                proc = start_server(command + flags, env)
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/", proc)
                     url = f"http://127.0.0.1:{port}{path}"
@@ -265,8 +290,7 @@ def main() -> None:
                         point = functools.partial(run_wrk, url, body_file, c, args.seconds)
                         results[name][c].append(limit_around(model, 2.0, point))
                 finally:
-                    proc.terminate()
-                    proc.wait(30)
+                    stop_server(proc)
     report(results)
 
 

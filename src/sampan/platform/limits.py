@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -90,6 +91,8 @@ class DatabaseLimiter:
         self._pending: list[tuple[KeyInfo, int, asyncio.Future[Decision]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Future[None]] = set()
+        self._starting = False  # a batch task was started and has not taken its calls yet
+        self._inline = _InlineSqlite(db) if db.is_sqlite else None
 
     async def charge(self, key: KeyInfo, units: int = 1) -> Decision:
         if key.rate_per_s is None and key.quota_day is None and key.quota_month is None:
@@ -100,17 +103,23 @@ class DatabaseLimiter:
         return await future
 
     def _kick(self) -> None:
-        while self._pending and self._in_flight < self.max_in_flight:
-            batch, self._pending = self._pending, []
-            self._in_flight += 1
-            task = asyncio.ensure_future(self._run(batch))
+        # A batch takes the calls pending when its task first runs, one loop step later: the
+        # requests that arrived together have all asked by then.
+        if self._pending and not self._starting and self._in_flight < self.max_in_flight:
+            self._starting = True
+            task = asyncio.ensure_future(self._run())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[KeyInfo, int, asyncio.Future[Decision]]]) -> None:
+    async def _run(self) -> None:
+        self._starting = False
+        batch, self._pending = self._pending, []
+        self._in_flight += 1
         calls = [(key, units) for key, units, _ in batch]
         try:
-            decisions = await asyncio.to_thread(self.charge_batch, calls, time.time())
+            decisions = self._inline.charge(self, calls, time.time()) if self._inline else None
+            if decisions is None:  # PostgreSQL, or SQLite's write lock is taken right now
+                decisions = await asyncio.to_thread(self.charge_batch, calls, time.time())
         except BaseException as exc:  # every caller of the batch hears of it
             for *_, future in batch:
                 if not future.done():
@@ -127,6 +136,23 @@ class DatabaseLimiter:
 
     def charge_batch(self, calls: list[tuple[KeyInfo, int]], now: float) -> list[Decision]:
         """Decisions for calls, in order, charged in one transaction."""
+        # The driver's own connection (sqlite3, psycopg) from the engine's pool, not
+        # SQLAlchemy's: this runs for every call, and SQLAlchemy's statement handling cost
+        # 4x the database work (415 us a batch on SQLite, 2-core x86), in a thread that
+        # holds the GIL the event loop needs.
+        connection = self.db.engine.raw_connection()
+        try:
+            decisions = self.decide(connection.cursor(), calls, now)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()  # back to the pool
+        return decisions
+
+    def decide(self, cursor: Any, calls: list[tuple[KeyInfo, int]], now: float) -> list[Decision]:
+        """Decisions for calls, in order, inside the cursor's open transaction."""
         decisions: list[Decision | None] = [None] * len(calls)
         # Grouped by the whole KeyInfo: the gate passes a key with only the limits a charge
         # applies (the rate up front, quotas in task units later), and two groups of one key
@@ -134,18 +160,15 @@ class DatabaseLimiter:
         by_key: dict[KeyInfo, list[int]] = {}
         for index, (key, _) in enumerate(calls):
             by_key.setdefault(key, []).append(index)
-        # Core on a plain connection, not the ORM session: this runs on every call, and the
-        # ORM's statement handling costs about twice as much here.
-        with self.db.engine.begin() as session:
-            for indices in by_key.values():
-                key = calls[indices[0]][0]
-                units = [calls[i][1] for i in indices]
-                for index, decision in zip(indices, self._charge_key(session, key, units, now)):
-                    decisions[index] = decision
+        for indices in by_key.values():
+            key = calls[indices[0]][0]
+            units = [calls[i][1] for i in indices]
+            for index, decision in zip(indices, self._charge_key(cursor, key, units, now)):
+                decisions[index] = decision
         return [d if d is not None else Decision(True) for d in decisions]
 
     def _charge_key(
-        self, connection: Any, key: KeyInfo, units: list[int], now: float
+        self, cursor: Any, key: KeyInfo, units: list[int], now: float
     ) -> list[Decision]:
         sql = _SQL["sqlite" if self.db.is_sqlite else "postgresql"]
         spans = periods(dt.datetime.fromtimestamp(now, dt.timezone.utc))
@@ -155,18 +178,20 @@ class DatabaseLimiter:
             burst = float(key.burst or 1)
             # Always a write first: on SQLite it takes the database's write lock before
             # anything is read, so no other process can read the same counts meanwhile.
-            connection.execute(
+            cursor.execute(
                 sql["ensure_bucket"], {"prefix": key.prefix, "tokens": burst, "updated": now}
             )
-            tokens, updated = connection.execute(sql["read_bucket"], {"prefix": key.prefix}).one()
+            cursor.execute(sql["read_bucket"], {"prefix": key.prefix})
+            tokens, updated = cursor.fetchone()
             # Another process may have committed a newer clock reading than ours: then no
             # time has passed for us (a negative elapsed time would drain a fast bucket).
             level = min(burst, tokens + max(0.0, now - updated) * key.rate_per_s)
         room: dict[str, int] = {}
         for name, limit in quotas:
             where = {"prefix": key.prefix, "period": spans[name][0]}
-            connection.execute(sql["ensure_counter"], where)
-            used = connection.execute(sql["read_counter"], where).scalar()
+            cursor.execute(sql["ensure_counter"], where)
+            cursor.execute(sql["read_counter"], where)
+            used = cursor.fetchone()[0]
             room[name] = int(limit or 0) - int(used or 0)
         start_level, start_room = level, dict(room)
         decisions = []
@@ -187,13 +212,13 @@ class DatabaseLimiter:
                 )
             )
         if key.rate_per_s is not None and level != start_level:
-            connection.execute(
+            cursor.execute(
                 sql["write_bucket"],
                 {"prefix": key.prefix, "tokens": level, "updated": max(now, updated)},
             )
         for name, _ in quotas:
             if room[name] != start_room[name]:
-                connection.execute(
+                cursor.execute(
                     sql["add_counter"],
                     {
                         "prefix": key.prefix,
@@ -204,41 +229,76 @@ class DatabaseLimiter:
         return decisions
 
     async def close(self) -> None:
-        return None
+        if self._inline is not None:
+            self._inline.close()
 
 
-def _statements(for_update: str) -> dict[str, Any]:
-    """The limiter's SQL, as text: it runs on every call, and SQLAlchemy's statement building
-    cost more than the database work itself (0.9 ms a batch, most of it in Python)."""
-    from sqlalchemy import text
+class _InlineSqlite:
+    """Charges a batch on the event loop itself, on a connection of its own that never waits
+    for SQLite's write lock: taken, it gives up at once (None) and the batch goes to a
+    thread, which waits its turn. A batch here costs about 70 us of the loop's time; handing
+    it to a thread and back cost the loop 100-250 us of CPU per batch, and the thread's own
+    Python held the GIL the loop needed (2-core x86, benchmarks/platform_overhead.py)."""
 
-    return {
-        "ensure_bucket": text(
-            "INSERT INTO rate_buckets (prefix, tokens, updated) "
-            "VALUES (:prefix, :tokens, :updated) ON CONFLICT DO NOTHING"
-        ),
-        "read_bucket": text(
-            f"SELECT tokens, updated FROM rate_buckets WHERE prefix = :prefix{for_update}"
-        ),
-        "write_bucket": text(
-            "UPDATE rate_buckets SET tokens = :tokens, updated = :updated WHERE prefix = :prefix"
-        ),
-        "ensure_counter": text(
-            "INSERT INTO quota_counters (prefix, period, used) "
-            "VALUES (:prefix, :period, 0) ON CONFLICT DO NOTHING"
-        ),
-        "read_counter": text(
-            "SELECT used FROM quota_counters WHERE prefix = :prefix AND period = :period"
-            + for_update
-        ),
-        "add_counter": text(
-            "UPDATE quota_counters SET used = used + :n WHERE prefix = :prefix AND period = :period"
-        ),
+    def __init__(self, db: Database) -> None:
+        import sqlite3
+
+        self.errors = (sqlite3.OperationalError,)
+        path = db.url.removeprefix("sqlite:///")
+        self.connection = sqlite3.connect(
+            path, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        self.connection.execute("PRAGMA busy_timeout=0")
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        # No checkpoints from here (they copy the log into the database and fsync, which can
+        # take milliseconds): the pooled connections' usual checkpoints keep the log short.
+        self.connection.execute("PRAGMA wal_autocheckpoint=0")
+
+    def charge(
+        self, limiter: DatabaseLimiter, calls: list[tuple[KeyInfo, int]], now: float
+    ) -> list[Decision] | None:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")  # the write lock now, or not at all
+        except self.errors:
+            return None
+        try:
+            decisions = limiter.decide(cursor, calls, now)
+            cursor.execute("COMMIT")
+        except self.errors:  # busy after all: nothing was charged; the thread does it
+            cursor.execute("ROLLBACK")
+            return None
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        return decisions
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _statements(for_update: str, placeholder: str) -> dict[str, str]:
+    """The limiter's SQL for a driver: named parameters as placeholder spells them
+    (sqlite3 ':name', psycopg '%(name)s')."""
+    statements = {
+        "ensure_bucket": "INSERT INTO rate_buckets (prefix, tokens, updated) "
+        "VALUES (:prefix, :tokens, :updated) ON CONFLICT DO NOTHING",
+        "read_bucket": "SELECT tokens, updated FROM rate_buckets "
+        f"WHERE prefix = :prefix{for_update}",
+        "write_bucket": "UPDATE rate_buckets SET tokens = :tokens, updated = :updated "
+        "WHERE prefix = :prefix",
+        "ensure_counter": "INSERT INTO quota_counters (prefix, period, used) "
+        "VALUES (:prefix, :period, 0) ON CONFLICT DO NOTHING",
+        "read_counter": "SELECT used FROM quota_counters WHERE prefix = :prefix "
+        f"AND period = :period{for_update}",
+        "add_counter": "UPDATE quota_counters SET used = used + :n "
+        "WHERE prefix = :prefix AND period = :period",
     }
+    return {k: re.sub(r":(\w+)", placeholder, v) for k, v in statements.items()}
 
 
 # SQLite has no row locks: the first write of the transaction took the database's lock.
-_SQL = {"sqlite": _statements(""), "postgresql": _statements(" FOR UPDATE")}
+_SQL = {"sqlite": _statements("", r":\1"), "postgresql": _statements(" FOR UPDATE", r"%(\1)s")}
 
 
 # KEYS: bucket, then one counter per quota. ARGV: units, rate (or ''), burst, then per quota

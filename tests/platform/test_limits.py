@@ -126,3 +126,36 @@ def test_quotas_for_one_model_pattern_leave_other_models_alone(db):
     decisions = limiter.charge_batch([(ocr, 1), (other, 1), (ocr, 1), (other, 1), (ocr, 1)], 1.0)
     assert [d.allowed for d in decisions] == [True, True, True, True, False]
     assert decisions[-1].reason == "day"
+
+
+def test_sqlite_charges_on_the_loop_and_waits_in_a_thread_while_another_writer_holds_it(
+    tmp_path,
+):
+    import sqlite3
+    import time
+
+    from sampan.platform.db import Database
+
+    with Database(f"sqlite:///{tmp_path / 'platform.db'}") as db:
+        info = key_with(db, quotas=["3/day"])
+        limiter = DatabaseLimiter(db)
+        assert limiter._inline.charge(limiter, [(info, 1)], time.time())[0].allowed  # loop
+        other = sqlite3.connect(tmp_path / "platform.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        assert limiter._inline.charge(limiter, [(info, 1)], time.time()) is None  # at once
+
+        async def main():
+            try:
+                waiting = asyncio.ensure_future(limiter.charge(info))
+                await asyncio.sleep(0.3)
+                held = waiting.done()  # the thread waits for the lock; the loop does not
+                other.execute("ROLLBACK")
+                rest = [await waiting] + [await limiter.charge(info) for _ in range(2)]
+                return held, rest
+            finally:
+                await limiter.close()
+
+        held, rest = asyncio.run(main())
+        other.close()
+    assert not held
+    assert [d.allowed for d in rest] == [True, True, False]  # 3 a day, the first one included

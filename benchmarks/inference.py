@@ -16,6 +16,7 @@ The four alternate in rounds so machine noise hits all of them; medians are repo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -35,6 +36,29 @@ def build_packages(home: Path, size: int) -> tuple[str, str, dict]:
     fp32, _ = resnet18_onnx(home, size, val_fraction=0.9)
     int8 = compress(fp32.ref, store=store, samples=64, force=True)
     return fp32.ref, int8.ref, int8.manifest.exports["onnx"]
+
+
+def network_macs(network, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of a batch of one, from the convolutions and
+    linear layers (what dominates a resnet)."""
+    import torch
+
+    total = 0
+
+    def count(module, _inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total += output.numel() * per_output
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in network.modules()]
+    with torch.inference_mode():
+        network(torch.zeros(1, *input_shape))
+    for hook in hooks:
+        hook.remove()
+    return total
 
 
 def main() -> None:
@@ -75,6 +99,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for key, fn in runners.items():
                 samples[key] += timed(fn, batch, args.seconds)
+        torch_engine = create_engine(fp32_pkg, "torch", device="cpu")
+        macs = network_macs(torch_engine.network, (3, args.size, args.size))
     ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -88,6 +114,11 @@ def main() -> None:
     print(
         f"engine overhead vs raw session  : {(ms['ort fp32'] / ms['raw session'] - 1) * 100:+.1f}%"
     )
+    # The arithmetic each fp32 path gets through: how much of the cores' speed it uses.
+    for key in ("torch eager", "ort fp32", "openvino fp32"):
+        if key in ms:
+            gflops = 2 * macs * args.batch / (ms[key] / 1000) / 1e9
+            print(f"{key:>14}: {gflops:6.1f} GFLOP/s ({macs / 1e9:.2f} GMAC an image)")
     before, after = int8_entry["accuracy_before"], int8_entry["accuracy_after"]
     size_before = int8_entry["size_before_bytes"] / 1e6
     size_after = int8_entry["size_after_bytes"] / 1e6

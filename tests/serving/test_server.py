@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,6 +121,20 @@ def test_v2_with_tritonclient(server, digits_holdout):
 def test_bad_requests_get_clear_4xx(server, path, kwargs, status, message):
     r = httpx.post(server.url + path, **kwargs)
     assert r.status_code == status and message in r.json()["error"], r.text
+
+
+def test_a_body_without_a_declared_length_is_limited_as_it_streams(server, digits_holdout):
+    def chunks(total: int, size: int = 2**16):
+        for _ in range(total // size):
+            yield b"x" * size
+
+    url = server.url + "/v1/models/digits:predict"
+    big = httpx.post(url, content=chunks(3 * 2**20))  # chunked: no Content-Length
+    assert big.status_code == 413 and "byte limit" in big.json()["error"]
+    png = next(iter(sorted(digits_holdout.glob("*/*.png")))).read_bytes()
+    body = json.dumps({"instances": [base64.b64encode(png).decode()]}).encode()
+    small = httpx.post(url, content=iter([body[:10], body[10:]]))
+    assert small.status_code == 200 and small.json()["predictions"][0]["label"]
 
 
 def test_decompression_bomb_is_refused(server, monkeypatch):

@@ -45,8 +45,13 @@ class BodyLimit:
             return
         message = {"error": f"The request body is over the {self.max_bytes:,}-byte limit."}
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_json(send, 413, message)
+            if key == b"content-length" and value.isdigit():
+                if int(value) > self.max_bytes:
+                    await _send_json(send, 413, message)
+                    return
+                # The server reads exactly Content-Length bytes as this body (more would be
+                # the next request), so a declared length within the limit needs no watching.
+                await self.app(scope, receive, send)
                 return
         seen = 0
 

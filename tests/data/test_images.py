@@ -20,7 +20,6 @@ def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
     [
         ("PNG", "L", {}),
         ("PNG", "RGBA", {}),
-        ("GIF", "P", {}),
         ("BMP", "RGB", {}),
         ("JPEG", "RGB", {}),
         ("JPEG", "L", {"progressive": True}),
@@ -37,6 +36,8 @@ def test_header_size_reads_what_pil_reads(fmt, mode, options):
 
 
 def test_header_size_gives_up_on_other_or_broken_headers():
+    gif = _encoded(Image.new("P", (9, 4)), "GIF")  # its frames may outgrow its screen size
+    assert header_size(gif) is None
     tiff = _encoded(Image.new("RGB", (9, 4)), "TIFF")
     png = _encoded(Image.new("L", (9, 4)), "PNG")
     assert header_size(tiff) is None

@@ -159,3 +159,28 @@ def test_sqlite_charges_on_the_loop_and_waits_in_a_thread_while_another_writer_h
         other.close()
     assert not held
     assert [d.allowed for d in rest] == [True, True, False]  # 3 a day, the first one included
+
+
+def test_the_loop_connection_recovers_from_a_transaction_left_open_and_close_waits(tmp_path):
+    import time
+
+    from sampan.platform.db import Database
+
+    with Database(f"sqlite:///{tmp_path / 'platform.db'}") as db:
+        info = key_with(db, quotas=["2/day"])
+        limiter = DatabaseLimiter(db)
+        limiter._inline.connection.execute("BEGIN IMMEDIATE")  # as if a ROLLBACK was lost
+        assert limiter._inline.charge(limiter, [(info, 1)], time.time())[0].allowed
+
+        async def main():
+            pending = asyncio.ensure_future(limiter.charge(info))
+            await asyncio.sleep(0)  # asked; its batch has not run yet
+            await limiter.close()  # waits for it
+            closed = pending.done()
+            try:
+                await limiter.charge(info)
+            except RuntimeError as exc:
+                return closed, (await pending).allowed, str(exc)
+
+        closed, allowed, refused = asyncio.run(main())
+    assert closed and allowed and "closed" in refused

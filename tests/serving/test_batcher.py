@@ -272,3 +272,37 @@ def test_named_rows_of_different_lengths_are_padded_into_one_batch():
     assert seen == [{"ids": (4, 4), "mask": (4, 4)}]  # one batch, padded to the longest
     merged = merge_rows([request([1]), request([1, 2, 3])])
     assert count_rows(merged) == 2 and merged["mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+
+
+def test_a_failing_metrics_callback_costs_no_caller_its_answer():
+    from sampan.serving.batcher import BatchStats
+
+    def broken(*_):
+        raise ValueError("metrics down")
+
+    async def main():
+        stats = BatchStats(on_batch=broken, on_queue=broken, on_calls=broken)
+        batcher = Batcher([FakeEngine()], max_batch_size=4, stats=stats)
+        await batcher.start()
+        first = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(3)))
+        again = await batcher.submit(rows(5))  # the engine thread is still there
+        await batcher.stop()
+        return [r.item() for r in first], again.item()
+
+    assert run(main()) == ([0.0, 2.0, 4.0], 10.0)
+
+
+def test_an_engine_raising_stopiteration_fails_its_callers_cleanly():
+    def engine(batch):
+        raise StopIteration
+
+    async def main():
+        batcher = Batcher([engine], max_batch_size=4)
+        await batcher.start()
+        results = await asyncio.gather(
+            *(batcher.submit(rows(i)) for i in range(2)), return_exceptions=True
+        )
+        await batcher.stop()
+        return results
+
+    assert all(isinstance(r, RuntimeError) and "StopIteration" in str(r) for r in run(main()))

@@ -425,3 +425,30 @@ def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_traceback(server, caplog
         time.sleep(0.1)
     assert 'sampan_requests_total{code="499",model="-",protocol="v1"} 1.0' in metrics
     assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+
+
+def test_a_declared_length_does_not_hide_a_chunked_body_from_the_limit():
+    from sampan.serving.middleware import BodyLimit
+
+    sent = []
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"x" * 600, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "headers": [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],
+    }
+    import asyncio
+
+    asyncio.run(BodyLimit(app, max_bytes=1000)(scope, receive, send))
+    assert sent[0]["status"] == 413

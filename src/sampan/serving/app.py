@@ -123,6 +123,10 @@ def build_app(
     """An ASGI app serving the packages refs (loaded at startup); routers are higher floors'
     pages (the console), which find the host in `request.app.state`."""
     settings = settings or ServeSettings()
+    if settings.switch_interval_ms is not None and settings.switch_interval_ms <= 0:
+        raise ConfigError(
+            f"switch_interval_ms must be > 0 (got {settings.switch_interval_ms}), or None."
+        )
     metrics = Metrics()
     host = ModelHost(settings, metrics, store)
 

@@ -263,7 +263,8 @@ class Batcher:
             self._pending.append(_Item(rows, future, deadline))
             self._cond.notify()
             depth = len(self._pending)
-        self.stats.on_queue(depth)
+        with contextlib.suppress(Exception):  # metrics never cost a caller its answer
+            self.stats.on_queue(depth)
         return await future
 
     # -- engine threads ------------------------------------------------------------------------
@@ -278,6 +279,8 @@ class Batcher:
                 live = self._drop_expired(items)
                 if live:
                     self._run(fn, live)
+            except Exception as exc:  # a bug outside the engine: its callers hear of it
+                self._settle(items, None, exc)  # and the thread goes on serving
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -311,7 +314,10 @@ class Batcher:
                     break
                 self._cond.wait(remaining)
             depth = len(self._pending)
-        self.stats.on_queue(depth)
+            if depth:  # left for the next batch: another idle engine may take it now
+                self._cond.notify()
+        with contextlib.suppress(Exception):  # metrics never cost a batch its answers
+            self.stats.on_queue(depth)
         return items
 
     def _drop_expired(self, items: list[_Item]) -> list[_Item]:
@@ -355,9 +361,10 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        self.stats.on_batch(count_rows(batch), time.perf_counter() - started)
-        self.stats.on_calls(calls)
         self._settle(items, outputs, None)
+        with contextlib.suppress(Exception):  # metrics never cost a batch its answers
+            self.stats.on_batch(count_rows(batch), time.perf_counter() - started)
+            self.stats.on_calls(calls)
 
     def _settle(
         self, items: list[_Item], outputs: np.ndarray | None, error: BaseException | None
@@ -369,6 +376,8 @@ class Batcher:
 
 
 def _deliver(items: list[_Item], outputs: np.ndarray | None, error: BaseException | None) -> None:
+    if isinstance(error, StopIteration):  # futures refuse it (it would end a coroutine)
+        error = RuntimeError(f"the engine raised {error!r}")
     offset = 0
     for item in items:
         k = count_rows(item.rows)

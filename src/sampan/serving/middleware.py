@@ -44,15 +44,21 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         message = {"error": f"The request body is over the {self.max_bytes:,}-byte limit."}
+        declared = None
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit():
-                if int(value) > self.max_bytes:
-                    await _send_json(send, 413, message)
-                    return
-                # The server reads exactly Content-Length bytes as this body (more would be
-                # the next request), so a declared length within the limit needs no watching.
-                await self.app(scope, receive, send)
-                return
+                declared = int(value)
+            elif key == b"transfer-encoding":  # some servers let it win over the length
+                declared = None
+                break
+        if declared is not None and declared > self.max_bytes:
+            await _send_json(send, 413, message)
+            return
+        if declared is not None:
+            # The server reads exactly Content-Length bytes as this body (more would be the
+            # next request), so a declared length within the limit needs no watching.
+            await self.app(scope, receive, send)
+            return
         seen = 0
 
         async def limited() -> Message:

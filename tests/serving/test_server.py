@@ -195,29 +195,54 @@ def test_openapi_document_lists_the_protocols(server):
     )
 
 
-def test_inference_routes_are_answered_by_plain_routes_in_front(server):
-    """The hot routes are matched first, as plain Starlette routes, and still documented."""
+def test_inference_routes_are_answered_by_the_front_door(server):
+    """A POST to a hot route goes through the server's middleware straight to the plain
+    route's endpoint; the same routes lead FastAPI's router for everything else."""
     from starlette.routing import Route
 
     from sampan.serving.app import HOT_ROUTES
 
-    routes = server.app.router.routes
-    front = routes[: len(HOT_ROUTES)]
+    app = server.app
+    front = app.router.routes[: len(HOT_ROUTES)]
     assert all(type(r) is Route for r in front) and {r.path for r in front} == HOT_ROUTES
+    assert front == app.hot_routes
     predict = next(r for r in front if r.path.endswith(":predict"))
-    original, seen = predict.app, []
+    original, seen = predict.endpoint, []
 
-    async def spy(scope, receive, send):
-        seen.append(scope["path"])
-        await original(scope, receive, send)
+    async def spy(request):
+        seen.append(request.url.path)
+        return await original(request)
 
-    predict.app = spy
+    predict.endpoint = spy
     try:
         answer = httpx.post(f"{server.url}/v1/models/nope:predict", json={"instances": ["x"]})
+        wrong_method = httpx.get(f"{server.url}/v1/models/nope:predict")
     finally:
-        predict.app = original
+        predict.endpoint = original
     assert seen == ["/v1/models/nope:predict"] and answer.status_code == 404
     assert "No model 'nope'" in answer.json()["error"]  # SampanErrors mapped as before
+    assert answer.headers["content-type"] == "application/json"
+    # a GET passes the front door (the spy saw one call): FastAPI's GET /v1/models/{name}
+    # answers it, refusing "nope:predict" as a model name
+    assert wrong_method.status_code == 400
+    metrics = httpx.get(f"{server.url}/metrics").text  # the middleware list saw the call
+    assert 'sampan_requests_total{code="404",model="-",protocol="v1"} 1.0' in metrics
+
+
+def test_an_unexpected_error_on_a_hot_route_is_a_500_and_the_server_goes_on(server):
+    predict = next(r for r in server.app.hot_routes if r.path.endswith(":predict"))
+    original = predict.endpoint
+
+    async def broken(request):
+        raise RuntimeError("a bug")
+
+    predict.endpoint = broken
+    try:
+        answer = httpx.post(f"{server.url}/v1/models/digits:predict", json={"instances": ["x"]})
+    finally:
+        predict.endpoint = original
+    assert answer.status_code == 500 and "a bug" not in answer.text
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
 
 
 def test_a_plain_route_takes_only_path_parameters_and_the_request():

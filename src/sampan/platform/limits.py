@@ -383,8 +383,9 @@ return answer
 
 class RedisLimiter(_Batched):
     """Counters in Redis: one atomic Lua script per call, a batch of calls sent as one
-    pipeline and awaited without a thread. redis-py's client costs about 330 us of the event
-    loop's CPU per awaited command (2-core x86); a pipeline pays most of that once a batch."""
+    pipeline and awaited without a thread. redis-py's client costs about 170 us of the event
+    loop's CPU per awaited pipeline of one call and 30-47 us per further call (2-core x86);
+    with hiredis (the `redis` extra) 105 and 25."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis

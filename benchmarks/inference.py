@@ -8,7 +8,11 @@ images), exports it to ONNX, quantizes it to INT8, then times batches of 8 at 22
     ort int8        sampan's onnxruntime engine on the INT8 export
     raw session     onnxruntime.InferenceSession(model.onnx).run(...) with no sampan code
 
-The four alternate in rounds so machine noise hits all of them; medians are reported.
+The four alternate in rounds so machine noise hits all of them; medians are reported. Each
+round also times one large fp32 matrix product (numpy's BLAS on every core), a reference for
+the arithmetic rate these cores reach, against which the fp32 paths' GFLOP/s are put. Where
+torch eager is already near it, no fp32 engine can be much faster (on AVX-512 CPUs torch's
+oneDNN kernels are; on AVX2 ones less so).
 
     python benchmarks/inference.py [--size 224] [--batch 8] [--rounds 5] [--seconds 2]
 """
@@ -61,6 +65,13 @@ def network_macs(network, input_shape: tuple[int, ...]) -> int:
     return total
 
 
+def sgemm_gflops(n: int = 2048) -> float:
+    """The best of a few n x n fp32 matrix products, in GFLOP/s."""
+    a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    times = timed(lambda x: x @ x, a, 0.5, warmup=1, min_calls=3)
+    return 2 * n**3 / min(times) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
@@ -96,14 +107,21 @@ def main() -> None:
             .astype(np.float32)
         )
         samples: dict[str, list[float]] = {k: [] for k in runners}
+        ceiling = []
         for _ in range(args.rounds):
             for key, fn in runners.items():
                 samples[key] += timed(fn, batch, args.seconds)
+            ceiling.append(sgemm_gflops())
         torch_engine = create_engine(fp32_pkg, "torch", device="cpu")
         macs = network_macs(torch_engine.network, (3, args.size, args.size))
     ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    from sampan.devices.cpu import cpu_features
+
+    cpuinfo = Path("/proc/cpuinfo")
+    model, isa = cpu_features(cpuinfo.read_text() if cpuinfo.is_file() else "")
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"machine: {platform.machine()} {model or '?'}, {os.cpu_count()} cores "
+        f"({', '.join(isa) or 'ISA unknown'}), torch {torch.__version__}, "
         f"onnxruntime {ort.__version__}"
     )
     print(f"resnet18 @ {args.size} px, batch {args.batch}, median of {args.rounds} rounds")
@@ -114,11 +132,21 @@ def main() -> None:
     print(
         f"engine overhead vs raw session  : {(ms['ort fp32'] / ms['raw session'] - 1) * 100:+.1f}%"
     )
-    # The arithmetic each fp32 path gets through: how much of the cores' speed it uses.
+    # The arithmetic each fp32 path gets through, against a large matrix product's.
+    best = statistics.median(ceiling)
+    print(f"{'fp32 matmul':>14}: {best:6.1f} GFLOP/s (numpy's BLAS, 2048^3: the reference)")
     for key in ("torch eager", "ort fp32", "openvino fp32"):
         if key in ms:
             gflops = 2 * macs * args.batch / (ms[key] / 1000) / 1e9
-            print(f"{key:>14}: {gflops:6.1f} GFLOP/s ({macs / 1e9:.2f} GMAC an image)")
+            print(
+                f"{key:>14}: {gflops:6.1f} GFLOP/s, {gflops / best:.0%} of the matmul's "
+                f"({macs / 1e9:.2f} GMAC an image)"
+            )
+    torch_gflops = 2 * macs * args.batch / (ms["torch eager"] / 1000) / 1e9
+    print(
+        f"the goal (ort fp32 >= 1.6x torch eager) needs {1.6 * torch_gflops:.1f} GFLOP/s here, "
+        f"{1.6 * torch_gflops / best:.0%} of the matmul's"
+    )
     before, after = int8_entry["accuracy_before"], int8_entry["accuracy_after"]
     size_before = int8_entry["size_before_bytes"] / 1e6
     size_after = int8_entry["size_after_bytes"] / 1e6

@@ -97,7 +97,7 @@ class ServerApp(FastAPI):
     FastAPI would: SampanError and ClientDisconnect as the handlers below map them, other
     exceptions as uvicorn's 500 (uvicorn answers an exception before a response with it)."""
 
-    hot_routes: list[Route]
+    hot_routes: Sequence[Route] = ()  # build_app sets them
     _hot_stack: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -407,7 +407,7 @@ class RedisLimiter(_Batched):
                 self._sha = await self.client.script_load(_REDIS_SCRIPT)
             pipe = self.client.pipeline(transaction=False)
             for i in todo:
-                keys, args = plans[i][0], plans[i][1]
+                keys, args, _ = plans[i]
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
             for i, result in zip(todo, results):

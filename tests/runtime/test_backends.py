@@ -63,6 +63,43 @@ def test_bad_batches_are_clear_errors(backend, exported):
             engine.predict(batch)
 
 
+def test_onnxruntime_runs_one_row_batches_on_a_spinning_session_when_asked(exported, monkeypatch):
+    from sampan.runtime.backends import onnxruntime_backend
+
+    home, onnx_ref, _ = exported
+    package = Store(home).open(onnx_ref)
+    engine = create_engine(
+        package, backend="onnxruntime", device="cpu", threads=2, spin=False, lone_spin=True
+    )
+    spinning = "session.intra_op.allow_spinning"
+    assert engine.session.get_session_options().get_session_config_entry(spinning) == "0"
+    assert engine.lone_session.get_session_options().get_session_config_entry(spinning) == "1"
+    calls = {"lone": 0, "main": 0}
+    for name, session in (("lone", engine.lone_session), ("main", engine.session)):
+        run = session.run
+
+        def counted(*args, _run=run, _name=name, **kwargs):
+            calls[_name] += 1
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(session, "run", counted)
+    batch = np.random.default_rng(0).standard_normal((3, 1, 16, 16)).astype(np.float32)
+    together = engine.predict(batch)
+    alone = np.concatenate([engine.predict(batch[i : i + 1]) for i in range(3)])
+    assert calls == {"lone": 3, "main": 1}
+    assert np.abs(together - alone).max() < FP32_ATOL  # the same model either way
+
+    # No second session where it could not help or would cost too much.
+    def lone(**options):
+        return create_engine(package, backend="onnxruntime", device="cpu", **options).lone_session
+
+    assert lone(threads=2, spin=False) is None  # not asked for
+    assert lone(threads=2, spin=True, lone_spin=True) is None  # every run spins already
+    assert lone(threads=1, spin=False, lone_spin=True) is None  # no worker threads to wake
+    monkeypatch.setattr(onnxruntime_backend, "LONE_SESSION_MAX_BYTES", 1024)
+    assert lone(threads=2, spin=False, lone_spin=True) is None  # too big to hold twice
+
+
 def test_missing_export_unknown_backend_and_corrupt_onnx(exported, trained):
     home, onnx_ref, _ = exported
     store = Store(home)

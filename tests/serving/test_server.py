@@ -415,6 +415,24 @@ def test_serve_settings_reach_the_onnxruntime_engine(serve_home, spin):
         assert options.intra_op_num_threads == 1
         spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
         assert spinning == ("1" if spin else "0")
+        assert engine.lone_session is None  # one thread: no workers to keep spinning
+
+
+def test_serve_runs_lone_rows_on_a_spinning_session_unless_told_not_to(serve_home):
+    from sampan.serving.host import ModelHost, ServeSettings
+    from sampan.serving.metrics import Metrics
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+
+    def engine(**settings):
+        host = ModelHost(ServeSettings(backend="onnxruntime", threads=2, **settings), Metrics())
+        host.store = Store(home)
+        return host._build(onnx_ref).engine
+
+    assert engine().lone_session is not None  # the default
+    assert engine(lone_spin=False).lone_session is None
+    assert engine(spin=True).lone_session is None
 
 
 def test_the_gil_switch_interval_is_short_while_serving_and_restored_after(serve_home):

@@ -24,6 +24,12 @@ def serve(
     spin: bool = typer.Option(
         False, help="Let onnxruntime's threads busy-wait between batches (off: cores for I/O)."
     ),
+    lone_spin: bool = typer.Option(
+        True,
+        help="Without --spin, run one-row batches (a lone caller) on a second onnxruntime "
+        "session whose threads spin: lower latency at low load, for the model's memory again "
+        "(models up to 256 MB).",
+    ),
     max_batch_size: int = typer.Option(32, help="Most rows per batch."),
     max_wait_ms: float = typer.Option(2.0, help="Longest wait for a batch to fill (under load)."),
     max_queue: int = typer.Option(256, help="Requests that may wait; more get 503."),
@@ -89,6 +95,7 @@ def serve(
         instances=instances,
         threads=threads,
         spin=spin,
+        lone_spin=lone_spin,
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,

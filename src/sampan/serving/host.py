@@ -32,6 +32,10 @@ class ServeSettings:
     timeout_s: float = 30.0  # how long a request may wait for its answer
     max_body_bytes: int = 16 * 2**20
     spin: bool = False  # let onnxruntime's threads busy-wait between runs (off: cores for I/O)
+    # With spin off: one-row batches (a lone caller) run on a second onnxruntime session whose
+    # threads spin, 0.4-0.8 ms quicker at concurrency 1 (benchmarks/serving.py); batches of
+    # several rows keep the non-spinning one. See OnnxRuntimeBackend.
+    lone_spin: bool = True
     threads: int | None = None  # intra-op threads per engine instance (None: the backend's own)
     # The interpreter's GIL switch interval while the server runs (None: leave it). Between
     # engine calls an engine thread runs a little Python (hand the results back, take the next
@@ -162,7 +166,8 @@ class ModelHost:
         backend, options = s.backend, {}
         if backend == "auto":
             backend, options = choose_backend(package, self.store.home)
-        options = {**options, "spin": s.spin}  # backends without threads to spin ignore it
+        # backends without threads to spin ignore these
+        options = {**options, "spin": s.spin, "lone_spin": s.lone_spin}
         if s.threads:
             options["threads"] = s.threads
         engines = [

@@ -426,9 +426,8 @@ def test_serve_runs_lone_rows_on_a_spinning_session_unless_told_not_to(serve_hom
     home, onnx_ref, _ = serve_home
 
     def engine(**settings):
-        host = ModelHost(ServeSettings(backend="onnxruntime", threads=2, **settings), Metrics())
-        host.store = Store(home)
-        return host._build(onnx_ref).engine
+        settings = ServeSettings(backend="onnxruntime", threads=2, **settings)
+        return ModelHost(settings, Metrics(), Store(home))._build(onnx_ref).engine
 
     assert engine().lone_session is not None  # the default
     assert engine(lone_spin=False).lone_session is None

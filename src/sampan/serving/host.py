@@ -33,7 +33,7 @@ class ServeSettings:
     max_body_bytes: int = 16 * 2**20
     spin: bool = False  # let onnxruntime's threads busy-wait between runs (off: cores for I/O)
     # With spin off: one-row batches (a lone caller) run on a second onnxruntime session whose
-    # threads spin, 0.4-0.8 ms quicker at concurrency 1 (benchmarks/serving.py); batches of
+    # threads spin, 0.3-0.8 ms quicker at concurrency 1 (benchmarks/serving.py); batches of
     # several rows keep the non-spinning one. See OnnxRuntimeBackend.
     lone_spin: bool = True
     threads: int | None = None  # intra-op threads per engine instance (None: the backend's own)

@@ -187,8 +187,7 @@ class OnnxRuntimeBackend(Backend):
             lone_spin
             and not spin
             and used[0] == "CPUExecutionProvider"
-            and threads != 1
-            and (threads or os.cpu_count() or 1) > 1
+            and (threads or os.cpu_count() or 1) > 1  # one thread: no workers to wake
             and path.stat().st_size <= LONE_SESSION_MAX_BYTES
         ):
             self.lone_session = ort.InferenceSession(

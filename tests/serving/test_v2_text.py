@@ -199,3 +199,10 @@ def test_length_groups_embed_like_one_padded_call(running):
     outputs, calls = asyncio.run(grouped())
     assert calls == [2]  # one long text and 20 short ones: two length groups
     assert np.abs(outputs - served.engine.predict(rows)).max() < 1e-5
+
+
+def test_loadtest_makes_up_a_text_input(running):
+    from sampan.serving.loadtest import load_test
+
+    report = load_test(running.url, "minilm", concurrency=2, requests=6)
+    assert (report.sent, report.ok, report.errors) == (6, 6, {})

@@ -193,6 +193,7 @@ def test_export_and_serving(forecaster):
     from sampan.export import export
     from sampan.serving.app import build_app
     from sampan.serving.host import ServeSettings
+    from sampan.serving.loadtest import load_test
     from tests.serving.conftest import RunningServer, free_port
 
     home, result = forecaster
@@ -222,11 +223,13 @@ def test_export_and_serving(forecaster):
             },
         )
         metadata = httpx.get(f"{running.url}/v2/models/line3").json()
+        made_up = load_test(running.url, "line3", concurrency=2, requests=4)  # its own window
     assert metadata["outputs"][0]["shape"] == [-1, 12, 2]  # horizon x columns
     assert got.shape == (2, 12, 2) and np.abs(got[0] - expected[0]).max() < 1e-3
     assert short.status_code == 400 and "needs the last 48" in short.json()["error"]
     assert v2.status_code == 200, v2.text
     assert np.abs(np.array(v2.json()["outputs"][0]["data"]) - expected.ravel()).max() < 1e-3
+    assert (made_up.sent, made_up.ok) == (4, 4)
 
 
 def test_real_series_from_installed_packages(tmp_path):

@@ -15,6 +15,7 @@ from sampan.cli import (
     evaluate,
     export,
     importer,
+    loadtest,
     models,
     packages,
     platform,
@@ -40,6 +41,7 @@ app.command("compress")(compress.compress)
 app.command("devices")(devices.devices)
 app.command("bench")(bench.bench)
 app.command("serve")(serve.serve)
+app.command("loadtest")(loadtest.loadtest)
 app.command("demo")(demo.demo)
 app.add_typer(packages.app, name="packages")
 app.add_typer(datasets.app, name="datasets")

@@ -85,6 +85,17 @@ class Task(ABC):
         """One input as a JSON request carries it, as a raw input decode() takes."""
         return value
 
+    def to_json(self, raw: bytes) -> Any:
+        """A file's bytes as a JSON request carries that input (from_json's inverse), or None
+        where this task's inputs are not single files."""
+        return None
+
+    def example_json(self, input_shape: Sequence[int]) -> Any:
+        """A made-up input, as a JSON request carries it, for a model whose collated sample
+        has input_shape (what `sampan loadtest` sends when given none), or None where this
+        task cannot make one up."""
+        return None
+
     @abstractmethod
     def decode(self, raw: Any, contract: dict[str, Any]) -> Any:
         """One raw input (path, bytes, array...) into one decoded sample."""

@@ -182,6 +182,21 @@ class ImageClassification(Task):
         except (binascii.Error, ValueError):
             raise DataError("An image instance is not valid base64.") from None
 
+    def to_json(self, raw: bytes) -> Any:
+        import base64
+
+        return base64.b64encode(raw).decode("ascii")
+
+    def example_json(self, input_shape: Sequence[int]) -> Any:
+        """A PNG of seeded noise at the model's input size ((C, H, W): 1 or 3 channels)."""
+        from PIL import Image
+
+        channels, height, width = input_shape
+        pixels = np.random.default_rng(0).integers(0, 256, (height, width, channels), np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(out, format="PNG")
+        return self.to_json(out.getvalue())
+
     def cheap_to_decode(self, raw: Any) -> bool:
         """Small encoded bytes whose header says at most 512x512 pixels (a tiny file can hold
         a huge image: the header, read without decoding, is what counts)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,15 @@ class TextTask(Task):
         tokenizer.enable_truncation(max_length=int(contract["max_length"]))
         tokenizer.no_padding()  # collate pads each batch to its own longest text
         return {**contract, TOKENIZER: tokenizer}
+
+    def to_json(self, raw: bytes) -> Any:
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise DataError("The input file is not UTF-8 text.") from None
+
+    def example_json(self, input_shape: Sequence[int]) -> Any:
+        return "The conveyor belt in hall 3 stopped twice this morning; please check the motor."
 
     def cheap_to_decode(self, raw: Any) -> bool:
         return isinstance(raw, str) and len(raw) < 16384

@@ -326,6 +326,13 @@ class TimeSeriesForecast(Task):
             return [inputs]
         return super().as_inputs(inputs)
 
+    def example_json(self, input_shape: Sequence[int]) -> Any:
+        """A window of sine readings, (window, columns) as the model takes it; a model
+        trained per series also needs the series' id, which only its caller knows."""
+        window, columns = input_shape
+        wave = np.sin(np.arange(window)[:, None] / 4 + np.arange(columns)).round(4)
+        return wave[:, 0].tolist() if columns == 1 else wave.tolist()
+
     def from_json(self, value: Any) -> Any:
         """A window as JSON: a list of readings (numbers for one column, lists for several),
         or {"window": [...]} ("values" likewise), with "series": ID for a model trained per

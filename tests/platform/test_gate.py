@@ -241,3 +241,20 @@ def test_a_quota_in_task_units_counts_images(serve_home, database_url, digits_ho
     with Database(database_url) as db:
         rows = [r for r in usage_rows(db) if r[0] == "lab"]
     assert [(r[3], r[4]) for r in rows] == [(200, 2), (200, 2), (429, 0), (200, 1)]
+
+
+def test_loadtest_sends_its_key_and_counts_the_quota_refusals(serve_home, database_url):
+    from sampan.errors import Unauthorized
+    from sampan.serving.loadtest import load_test
+
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("line-7")
+        key, _ = keys.create_key("line-7", ["predict:digits"], quotas=["10/day"])
+    with serve(serve_home, database_url) as running:
+        with pytest.raises(Unauthorized, match="pass --api-key or set SAMPAN_API_KEY"):
+            load_test(running.url, "digits", requests=1)
+        report = load_test(running.url, "digits", concurrency=2, requests=12, api_key=key)
+    # the checking call and 9 of the run's fit the day's 10; the other 3 are refused
+    assert (report.sent, report.ok, report.errors) == (12, 9, {"429": 3})
+    assert "daily quota" in report.error_samples["429"]

@@ -206,6 +206,29 @@ def test_full_queue_refuses_at_once_and_deadlines_are_kept():
     assert all(isinstance(r, DeadlineExceeded) for r in results[1:])
 
 
+def test_a_deadline_holds_while_its_batch_runs():
+    """A caller whose batch is stuck in the engine hears DeadlineExceeded at its deadline; the
+    batch's late result goes nowhere, and the engine serves the next caller."""
+
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=4)
+        stuck = asyncio.create_task(batcher.submit(rows(1), timeout=0.05))
+        patient = asyncio.create_task(batcher.submit(rows(2)))  # no deadline: it waits
+        with pytest.raises(DeadlineExceeded, match=r"No answer within 0\.05s"):
+            await stuck
+        assert not patient.done()
+        engine.gate.set()
+        late = await patient
+        after = await batcher.submit(rows(3), timeout=5)
+        await batcher.stop()
+        return late, after
+
+    late, after = run(main())
+    assert late.item() == 4.0 and after.item() == 6.0
+
+
 def test_instances_share_the_queue():
     async def main():
         engines = [FakeEngine(delay=0.05), FakeEngine(delay=0.05)]

@@ -177,6 +177,31 @@ def test_full_queue_answers_503_with_retry_after(serve_home, digits_holdout):
         assert all(r.headers["retry-after"] == "1" for r in refused)
 
 
+def test_a_request_past_its_deadline_answers_504(serve_home, digits_holdout):
+    """--timeout bounds the whole wait, the engine's call included: a stuck engine answers
+    its callers 504 at their deadline, and the server goes on serving once it recovers."""
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+    settings = ServeSettings(backend="onnxruntime", timeout_s=0.3)
+    with RunningServer(build_app([onnx_ref], settings, Store(home)), free_port()) as running:
+        engine = running.host.get("digits").engines[0]
+        gate = threading.Event()
+        original = engine._run
+        engine._run = lambda batch: (gate.wait(10), original(batch))[1]
+        url = f"{running.url}/v1/models/digits:predict"
+        body = {"instances": [b64(sorted(digits_holdout.glob("*/*.png"))[0])]}
+        late = httpx.post(url, json=body, timeout=30)
+        gate.set()
+        after = httpx.post(url, json=body, timeout=30)
+        metrics = httpx.get(f"{running.url}/metrics").text
+    assert late.status_code == 504 and "No answer within 0.3s" in late.json()["error"]
+    assert after.status_code == 200
+    assert 'sampan_requests_total{code="504",model="digits",protocol="v1"} 1.0' in metrics
+
+
 def test_metrics_count_what_was_sent(server, digits_holdout):
     body = {"instances": [b64(sorted(digits_holdout.glob("*/*.png"))[0])]}
     for _ in range(3):

@@ -9,6 +9,7 @@ back to their callers. Invariants, enforced here and nowhere else:
 - parameters are checked when the batcher is built;
 - a full queue refuses at once (Overloaded) instead of letting latency grow without bound;
 - a request whose deadline passed while queued is failed (DeadlineExceeded), not computed;
+  one whose batch is still running at its deadline is answered DeadlineExceeded at once;
 - named rows (text) are sequences zero-padded on axis 1: a batch that would waste more than
   max_padding of its cells on padding runs as one engine call per length group (rows sorted by
   length, each group cut to its own longest), and the outputs go back in the callers' order.
@@ -265,7 +266,16 @@ class Batcher:
             depth = len(self._pending)
         with contextlib.suppress(Exception):  # metrics never cost a caller its answer
             self.stats.on_queue(depth)
-        return await future
+        if not timeout:
+            return await future
+        # The deadline also holds while its batch runs: an engine stuck in a call answers
+        # nobody, and its callers hear 504 instead of waiting for ever. A timer, not
+        # asyncio.wait_for: no extra future or task on every request's path.
+        timer = self._loop.call_later(timeout, _expire, future, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     # -- engine threads ------------------------------------------------------------------------
 
@@ -373,6 +383,13 @@ class Batcher:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self._loop.call_soon_threadsafe(_deliver, items, outputs, error)
+
+
+def _expire(future: asyncio.Future[np.ndarray], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(
+            DeadlineExceeded(f"No answer within {timeout:g}s (the engine is busy or stuck).")
+        )
 
 
 def _deliver(items: list[_Item], outputs: np.ndarray | None, error: BaseException | None) -> None:

@@ -73,13 +73,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> tuple
 
 
 @pytest.fixture(scope="session")
-def exported(trained: tuple[Path, str]) -> tuple[Path, str, str]:
-    """(store home, fp32 ONNX package ref, INT8 package ref) made from the trained package."""
+def exported(
+    trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, str]:
+    """(store home, fp32 ONNX package ref, INT8 package ref) made from the trained package, in
+    a copy of its store: tests that copy `trained` find it as trained, whatever ran before."""
+    import shutil
+
     from sampan.compress import compress
     from sampan.export import export
     from sampan.store import Store
 
-    home, ref = trained
+    home = tmp_path_factory.mktemp("exported-home") / "home"
+    shutil.copytree(trained[0], home)
+    ref = trained[1]
     onnx = export(ref, "onnx", store=Store(home))
     int8 = compress(onnx.ref, store=Store(home), max_drop=0.05)
     return home, onnx.ref, int8.ref

@@ -32,7 +32,7 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sampan demo
 
-## lint: ruff (lint + format check) and mypy on the core
+## lint: ruff (lint + format check) and mypy (strict) on the whole package
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

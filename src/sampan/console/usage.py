@@ -90,10 +90,14 @@ def _samples(registry: Any) -> dict[str, list[tuple[dict[str, str], float]]]:
     return samples
 
 
-def batch_histogram(cumulative: list[tuple[str, float]], largest: int) -> tuple[list, list]:
+def batch_histogram(
+    cumulative: list[tuple[str, float]], largest: int
+) -> tuple[list[str], list[float]]:
     """(labels, counts) of a Prometheus histogram's cumulative buckets [(le, count), ...],
     up to the first bucket that holds the largest possible batch (later ones stay empty)."""
-    labels, counts, below = [], [], 0.0
+    labels: list[str] = []
+    counts: list[float] = []
+    below = 0.0
     for le, total in cumulative:
         if le == "+Inf":
             break
@@ -120,7 +124,7 @@ def server_health(request: Request) -> list[dict[str, Any]]:
     }
     models = []
     for name, served in sorted(request.app.state.host.models.items()):
-        labels, counts = batch_histogram(buckets.get(name, []), served.batcher.max_batch_size)
+        sizes, counts = batch_histogram(buckets.get(name, []), served.batcher.max_batch_size)
         batches = inference.get((name, "count"), 0.0)
         mean_ms = 1000 * inference.get((name, "sum"), 0.0) / batches if batches else None
         models.append(
@@ -129,7 +133,7 @@ def server_health(request: Request) -> list[dict[str, Any]]:
                 "queue_depth": int(depth.get(name, 0)),
                 "batches": int(batches),
                 "mean_inference_ms": mean_ms,
-                "chart": bar_chart(f"Batch sizes: {name}", labels, counts),
+                "chart": bar_chart(f"Batch sizes: {name}", sizes, counts),
             }
         )
     return models

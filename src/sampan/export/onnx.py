@@ -42,6 +42,8 @@ def _torch_export(network: Any, example: Any, path: Path, opset: int) -> str:
                         dynamic_shapes=({0: batch},),
                         verbose=False,
                     )
+                    if program is None:  # torch returns None only without dynamo
+                        raise RuntimeError("the dynamo exporter returned no program")
                     program.save(str(path))
                 else:
                     torch.onnx.export(
@@ -163,6 +165,8 @@ def _export_named(package: Package, folder: Path, opset: int, atol: float) -> di
     if examples is None:
         raise ExportError(f"The {task.name} task gives no inputs to check an export with.")
     batch = task.collate([task.decode(x, contract) for x in examples()], contract)
+    if not isinstance(batch, dict):
+        raise ExportError(f"The {task.name} task's collate gave no named inputs to export.")
     names = list(batch)
     network = build_from_package(package)
     path = folder / ONNX_FILE
@@ -192,7 +196,7 @@ def _export_named(package: Package, folder: Path, opset: int, atol: float) -> di
     cosine = (expected * got).sum(1) / (
         np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1)
     )
-    report = {
+    report: dict[str, Any] = {
         "samples": len(expected),
         "max_abs_diff": float(np.max(np.abs(expected - got))),
         "min_cosine": float(cosine.min()),

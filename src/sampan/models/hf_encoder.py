@@ -28,7 +28,9 @@ def hf_encoder(
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+            self.encoder = AutoModel.from_config(  # type: ignore[no-untyped-call]
+                config, add_pooling_layer=False
+            )
 
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
@@ -69,7 +71,9 @@ def hf_classifier(
 
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+            self.encoder = AutoModel.from_config(  # type: ignore[no-untyped-call]
+                config, add_pooling_layer=False
+            )
             self.dropout = torch.nn.Dropout(drop_rate)
             self.head = torch.nn.Linear(config.hidden_size, num_classes)
 

@@ -64,7 +64,8 @@ def record(package: Package, best: dict[str, Any], home: Path | None = None) -> 
 
 
 def lookup(package: Package, home: Path | None = None) -> dict[str, Any] | None:
-    return _read(home).get(hardware_fingerprint(), {}).get(package.ref)
+    found: dict[str, Any] | None = _read(home).get(hardware_fingerprint(), {}).get(package.ref)
+    return found
 
 
 def choose_backend(package: Package, home: Path | None = None) -> tuple[str, dict[str, Any]]:

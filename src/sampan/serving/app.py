@@ -94,7 +94,7 @@ def plain_route(route: APIRoute) -> Route:
         response: Response = await endpoint(request=request, **request.path_params)
         return response
 
-    return Route(route.path, call, methods=sorted(route.methods), include_in_schema=False)
+    return Route(route.path, call, methods=sorted(route.methods or ()), include_in_schema=False)
 
 
 class ServerApp(FastAPI):

@@ -163,7 +163,7 @@ class ModelHost:
 
         s = self.settings
         package = self.store.open(ref)
-        backend, options = s.backend, {}
+        backend, options = s.backend, dict[str, Any]()
         if backend == "auto":
             backend, options = choose_backend(package, self.store.home)
         # backends without threads to spin ignore these
@@ -175,11 +175,14 @@ class ModelHost:
             for _ in range(s.instances)
         ]
         name = package.manifest.name
+        metrics = self.metrics
+
+        def on_batch(rows: int, seconds: float) -> None:
+            metrics.batch_size.labels(name).observe(rows)
+            metrics.inference.labels(name).observe(seconds)
+
         stats = BatchStats(
-            on_batch=lambda rows, secs: (
-                self.metrics.batch_size.labels(name).observe(rows),
-                self.metrics.inference.labels(name).observe(secs),
-            ),
+            on_batch=on_batch,
             on_queue=lambda depth: self.metrics.queue_depth.labels(name).set(depth),
             on_calls=lambda calls: self.metrics.engine_calls.labels(name).observe(calls),
         )

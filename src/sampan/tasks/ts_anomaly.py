@@ -40,14 +40,16 @@ def zscore_baseline(inputs: np.ndarray) -> np.ndarray:
     channels."""
     history = inputs[:, :-1]
     spread = history.std(axis=1) + 1e-6
-    return np.max(np.abs(inputs[:, -1] - history.mean(axis=1)) / spread, axis=1)
+    scores: np.ndarray = np.max(np.abs(inputs[:, -1] - history.mean(axis=1)) / spread, axis=1)
+    return scores
 
 
 def events(labels: np.ndarray, groups: np.ndarray | None = None) -> list[tuple[int, int]]:
     """(begin, end) of each run of 1s; a run also ends where `groups` (the series) changes."""
     flagged = (labels > 0).astype(np.int8)
     edges = np.diff(np.concatenate([[0], flagged, [0]]))
-    begins, ends = list(np.flatnonzero(edges == 1)), list(np.flatnonzero(edges == -1))
+    begins: list[int] = np.flatnonzero(edges == 1).tolist()
+    ends: list[int] = np.flatnonzero(edges == -1).tolist()
     if groups is None or len(groups) < 2:
         return list(zip(begins, ends))
     cuts = set((np.flatnonzero(np.diff(groups) != 0) + 1).tolist())
@@ -63,7 +65,7 @@ def events(labels: np.ndarray, groups: np.ndarray | None = None) -> list[tuple[i
 
 def detection_metrics(
     scores: np.ndarray, flags: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Point-wise precision, recall and F1 of flags; event recall (an event, a run of labelled
     readings within one series, is found when any of its readings is flagged); ROC-AUC and
     PR-AUC of scores."""
@@ -158,7 +160,9 @@ class TimeSeriesAnomaly(TimeSeriesForecast):
             "threshold": contract.get("threshold") or 1.0,
         }
 
-    def calibrate(self, outputs: np.ndarray, targets: np.ndarray, contract: dict) -> dict:
+    def calibrate(
+        self, outputs: np.ndarray, targets: np.ndarray, contract: dict[str, Any]
+    ) -> dict[str, Any]:
         """The threshold: the `quantile` of the newest-step errors of validation windows
         labelled normal (all of them when there are no labels)."""
         errors = outputs[:, -1] * float(contract.get("threshold") or 1.0)

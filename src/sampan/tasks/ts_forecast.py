@@ -127,11 +127,12 @@ class TimeSeriesForecast(Task):
 
     def preprocessing(self, listing: Listing | None, options: dict[str, Any]) -> dict[str, Any]:
         frame = listing.items[0] if listing is not None else None
+        source = listing.source if listing is not None else ""
         time = ts.time_column(frame, options.get("time_column")) if frame is not None else None
         series = None
         if frame is not None:
             series = ts.series_column(frame, options.get("series_column"), (time or "",))
-            frame = ts.ids_as_written(frame, series, listing.source)  # "007" stays "007"
+            frame = ts.ids_as_written(frame, series, source)  # "007" stays "007"
         columns = options.get("columns")
         if isinstance(columns, str):
             columns = [c.strip() for c in columns.split(",") if c.strip()]
@@ -143,7 +144,7 @@ class TimeSeriesForecast(Task):
         horizon = int(options.get("horizon") or 24)
         step = None
         if frame is not None:
-            step = ts.sampling_step(frame, time, series, str(listing.source))
+            step = ts.sampling_step(frame, time, series, str(source))
         period = int(options.get("period") or ts.default_period(step))
         if window < 2 or horizon < 1:
             raise DataError(f"window must be >= 2 and horizon >= 1 (got {window}, {horizon}).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def evaluate(
     return report
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
     """Files as given; directories expanded to the images they hold (recursively, sorted)."""
     files: list[Path] = []
     for item in map(Path, paths):
@@ -122,7 +123,7 @@ def expand_inputs(paths: list[str | Path]) -> list[Path]:
 
 def predict(
     ref: str,
-    inputs: list[str | Path],
+    inputs: Sequence[str | Path],
     *,
     top_k: int = 5,
     device: str | None = None,

@@ -203,7 +203,7 @@ class OnnxRuntimeBackend(Backend):
 
     @property
     def device(self) -> str:
-        return self._providers[0]
+        return str(self._providers[0])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
@@ -211,6 +211,7 @@ class OnnxRuntimeBackend(Backend):
             session = self.session
             if self.lone_session is not None and len(next(iter(feed.values()))) == 1:
                 session = self.lone_session
-            return session.run(self._outputs, feed)[0]
+            outputs: np.ndarray = session.run(self._outputs, feed)[0]
+            return outputs
         except Exception as exc:  # InvalidArgument and friends: report, never crash
             raise DataError(f"onnxruntime refused the batch: {exc}".replace("\n", " ")) from None

@@ -84,12 +84,12 @@ class TorchBackend(Backend):
                 with torch.autocast(
                     self._device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None
                 ):
-                    return self.network(**named).float().cpu().numpy()
+                    return _numpy(self.network(**named))
             inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
             if self._amp_dtype is None:
-                return self.network(inputs).float().cpu().numpy()
+                return _numpy(self.network(inputs))
             with torch.autocast(self._device.type, dtype=self._amp_dtype):
-                return self.network(inputs).float().cpu().numpy()
+                return _numpy(self.network(inputs))
 
 
 def amp_dtype(torch: Any, device: Any) -> Any:
@@ -97,3 +97,9 @@ def amp_dtype(torch: Any, device: Any) -> Any:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+def _numpy(output: Any) -> np.ndarray:
+    """A network's output tensor as float32 numpy, on the CPU."""
+    array: np.ndarray = output.float().cpu().numpy()
+    return array

@@ -18,8 +18,6 @@ Prints requests/s and p50 for each, and per concurrency the median ratio process
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import multiprocessing
 import os
 import statistics
@@ -31,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from serving import build_package, run_wrk, start_server, stop_server, wait_ready
+from serving import package_and_body, run_wrk, start_server, stop_server, wait_ready
 
 HERE = Path(__file__).resolve()
 
@@ -113,9 +111,7 @@ def main() -> None:
     os.environ["SAMPAN_QUIET"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        package_dir, png = build_package(home)
-        body = home / "body.json"
-        body.write_text(json.dumps({"instances": [base64.b64encode(png).decode()]}))
+        package_dir, body = package_and_body(home)
         env = {**os.environ, "SAMPAN_HOME": str(home)}
         serve = [sys.executable, "-m", "sampan.cli.main", "serve", "--models", package_dir]
         serve += ["--backend", "onnxruntime", "--log-level", "warning", "--port"]

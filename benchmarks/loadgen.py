@@ -15,7 +15,6 @@ loadtest / wrk.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import resource
@@ -25,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serving import build_package, run_wrk, start_server, stop_server, wait_ready
+from serving import package_and_body, run_wrk, start_server, stop_server, wait_ready
 
 
 def children_cpu() -> float:
@@ -43,9 +42,7 @@ def main() -> None:
     c, seconds = args.concurrency, args.seconds
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        package_dir, png = build_package(home)
-        body = home / "body.json"
-        body.write_text(json.dumps({"instances": [base64.b64encode(png).decode()]}))
+        package_dir, body = package_and_body(home)
         env = {**os.environ, "SAMPAN_HOME": str(home)}
         port = 18781
         command = [sys.executable, "-m", "sampan.cli.main", "serve", "--models", package_dir]

@@ -19,8 +19,6 @@ latency.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import statistics
 import subprocess
@@ -28,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serving import build_package, run_wrk, start_server, stop_server, wait_ready
+from serving import package_and_body, run_wrk, start_server, stop_server, wait_ready
 
 
 def start(port: int, package_dir: str, env: dict[str, str], auth: str) -> subprocess.Popen:
@@ -51,7 +49,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        package_dir, png = build_package(home)
+        package_dir, body_file = package_and_body(home)
         env = {**os.environ, "SAMPAN_HOME": str(home)}
         if args.redis:
             env["SAMPAN_REDIS_URL"] = args.redis
@@ -61,8 +59,6 @@ def main() -> None:
             key, _ = keys.create_key(
                 "bench", ["predict:*"], rate="1000000/s", burst=1000000, quotas=["1000000000/day"]
             )
-        body_file = home / "body.json"
-        body_file.write_text(json.dumps({"instances": [base64.b64encode(png).decode()]}))
         results: dict[str, list[dict[str, float]]] = {"off": [], "keys": []}
         for round_ in range(args.rounds):
             order = (("off", 18811), ("keys", 18812))

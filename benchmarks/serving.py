@@ -117,6 +117,14 @@ def build_package(home: Path) -> tuple[str, bytes]:
     return str(package.path), sorted(data.glob("3/*.png"))[0].read_bytes()
 
 
+def package_and_body(home: Path) -> tuple[str, Path]:
+    """The resnet18 package, and the file of the JSON body every serving benchmark sends."""
+    package_dir, png = build_package(home)
+    body = home / "body.json"
+    body.write_text(json.dumps({"instances": [base64.b64encode(png).decode()]}))
+    return package_dir, body
+
+
 def in_process(model, batch: int, seconds: float) -> dict[str, float]:
     """The engine called directly with a batch: images/s and the median call in ms."""
     x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
@@ -246,10 +254,8 @@ def main() -> None:
     os.environ["SAMPAN_QUIET"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        package_dir, png = build_package(home)
+        package_dir, body_file = package_and_body(home)
         model = _model(package_dir)
-        body_file = home / "body.json"
-        body_file.write_text(json.dumps({"instances": [base64.b64encode(png).decode()]}))
         env = {**os.environ, "SAMPAN_HOME": str(home)}
         servers = {
             "fastapi 1-per-call": ([sys.executable, str(HERE), "--serve", "fastapi"], "/predict"),

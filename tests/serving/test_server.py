@@ -519,3 +519,73 @@ def test_a_declared_length_does_not_hide_a_chunked_body_from_the_limit():
 
     asyncio.run(BodyLimit(app, max_bytes=1000)(scope, receive, send))
     assert sent[0]["status"] == 413
+
+
+def test_models_take_settings_of_their_own(serve_home, digits_holdout, tmp_path):
+    """Per-model settings over the server's: the model's own batch limit, wait, queue,
+    timeout and instances, described at /v1/models/{name}."""
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings, load_model_settings
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+    file = tmp_path / "models.yaml"
+    file.write_text(
+        "digits: {max_batch_size: 4, max_wait_ms: 7, max_queue: 9, timeout_s: 12, instances: 2}\n"
+        "other: {max_batch_size: 64}\n"
+    )
+    settings = ServeSettings(backend="onnxruntime", models=load_model_settings(file))
+    with RunningServer(build_app([onnx_ref], settings, Store(home)), free_port()) as running:
+        described = httpx.get(f"{running.url}/v1/models/digits").json()
+        served = running.host.get("digits")
+        image = b64(sorted(digits_holdout.glob("*/*.png"))[0])
+        url = f"{running.url}/v1/models/digits:predict"
+        four = httpx.post(url, json={"instances": [image] * 4})
+        five = httpx.post(url, json={"instances": [image] * 5})
+    assert {k: described[k] for k in ("max_batch_size", "max_wait_ms", "max_queue")} == {
+        "max_batch_size": 4,
+        "max_wait_ms": 7.0,
+        "max_queue": 9,
+    }
+    assert described["timeout_s"] == 12.0 and described["instances"] == 2
+    assert len(served.engines) == 2 and served.batcher.max_queue == 9
+    assert served.settings.backend == "onnxruntime"  # the server's, where the model sets none
+    assert four.status_code == 200 and len(four.json()["predictions"]) == 4
+    assert five.status_code == 400 and "limit of 4 per request" in five.json()["error"]
+
+
+def test_bad_model_settings_are_one_error_naming_each_problem(tmp_path, serve_home, monkeypatch):
+    from sampan.cli.main import main
+    from sampan.errors import ConfigError
+    from sampan.serving.host import ModelSettings, ServeSettings, model_settings
+
+    with pytest.raises(ConfigError) as caught:
+        model_settings(
+            {
+                "digits": {"max_batch_size": 0, "timeout_s": 0},
+                "d2": {"max_wiat_ms": 5},
+                "x/..": {},
+                "t": {"threads": "2"},
+            }
+        )
+    message = str(caught.value)
+    assert "digits: max_batch_size must be >= 1 (got 0); timeout_s must be > 0" in message
+    assert "unknown option 'max_wiat_ms'" in message and "max_wait_ms" in message  # suggested
+    assert "'x/..' is not a model name" in message
+    assert "threads must be an integer" in message
+    with pytest.raises(ConfigError, match="must map model names to their settings"):
+        model_settings(["digits"])
+    merged = ServeSettings(max_wait_ms=2, models={"a": ModelSettings(max_wait_ms=9)})
+    assert merged.for_model("a").max_wait_ms == 9 and merged.for_model("b").max_wait_ms == 2
+    home, onnx_ref, _ = serve_home
+    monkeypatch.setenv("SAMPAN_HOME", str(home))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("digts: {max_batch_size: 8}\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--models", onnx_ref, "--model-settings", str(typo)])
+    assert stop.value.code == ConfigError.exit_code
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("digits: [unclosed\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--models", onnx_ref, "--model-settings", str(broken)])
+    assert stop.value.code == ConfigError.exit_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -33,6 +34,12 @@ def serve(
     max_batch_size: int = typer.Option(32, help="Most rows per batch."),
     max_wait_ms: float = typer.Option(2.0, help="Longest wait for a batch to fill (under load)."),
     max_queue: int = typer.Option(256, help="Requests that may wait; more get 503."),
+    model_settings: Path = typer.Option(
+        None,
+        help="A YAML file of per-model settings over these: NAME: {max_batch_size: 8, "
+        "max_wait_ms: 5, max_queue: 64, timeout_s: 10, instances: 2, threads: 1, backend: "
+        "onnxruntime, device: cpu}.",
+    ),
     timeout: float = typer.Option(30.0, help="Seconds a request may wait before 504."),
     log_level: str = typer.Option("info", help="debug, info, warning."),
     auth: str = typer.Option(
@@ -62,7 +69,7 @@ def serve(
 
     from sampan.errors import ConfigError
     from sampan.serving.app import build_app
-    from sampan.serving.host import ServeSettings
+    from sampan.serving.host import ServeSettings, load_model_settings
     from sampan.store import Store
 
     store = Store()
@@ -83,8 +90,15 @@ def serve(
         raise ConfigError("Name the models to serve with --models NAME[@VERSION],... or --all.")
     if not refs:
         raise ConfigError(f"No packages in {store.root} to serve; train one first.")
-    for ref in refs:
-        store.open(ref)  # fail here, in one line, rather than inside the server's startup
+    # fail here, in one line, rather than inside the server's startup
+    names = {store.open(ref).manifest.name for ref in refs}
+    per_model = load_model_settings(model_settings) if model_settings else {}
+    unknown = sorted(set(per_model) - names - set(store.names()))
+    if unknown:
+        raise ConfigError(
+            f"--model-settings names {', '.join(unknown)}: no such model here (serving "
+            f"{', '.join(sorted(names))}; the store holds {', '.join(store.names()) or 'none'})."
+        )
     if instances < 1:
         raise ConfigError("--instances must be >= 1.")
     if threads is not None and threads < 1:
@@ -101,6 +115,7 @@ def serve(
         max_queue=max_queue,
         timeout_s=timeout,
         admin_token=admin_token or None,
+        models=per_model,
     )
     gate, notice = _gate(auth, host, insecure_open)
     routers = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,73 @@ from sampan.store import Store
 from sampan.tasks.base import Task, get_task
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class ModelSettings:
+    """One model's own engine and batching settings; None keeps the server's."""
+
+    backend: str | None = None
+    device: str | None = None
+    instances: int | None = None
+    threads: int | None = None
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+    max_queue: int | None = None
+    timeout_s: float | None = None
+
+    def validate(self) -> None:
+        """Every bound broken, at once (the batcher checks its own again when it is built)."""
+        problems = [
+            f"{name} must be >= {least} (got {value})"
+            for name, least in (
+                ("instances", 1),
+                ("threads", 1),
+                ("max_batch_size", 1),
+                ("max_wait_ms", 0),
+                ("max_queue", 1),
+            )
+            if (value := getattr(self, name)) is not None and value < least
+        ]
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            problems.append(f"timeout_s must be > 0 (got {self.timeout_s})")
+        if problems:
+            raise ConfigError("; ".join(problems) + ".")
+
+
+def model_settings(values: Any, where: str = "model settings") -> dict[str, ModelSettings]:
+    """{model name: ModelSettings} from a mapping of name -> {setting: value} (a YAML file's),
+    every problem of every model in one ConfigError."""
+    from sampan.config import build_config
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must map model names to their settings.")
+    found: dict[str, ModelSettings] = {}
+    problems: list[str] = []
+    for name, settings in values.items():
+        try:
+            check_model_name(str(name))
+            if not isinstance(settings, dict):
+                raise ConfigError(f"its settings must be a mapping, not {settings!r}.")
+            found[str(name)] = build_config(ModelSettings, settings, {})
+        except ConfigError as exc:
+            problems.append(f"{name}: {str(exc).removeprefix('Invalid configuration: ')}")
+    if problems:
+        raise ConfigError(f"Invalid {where}: " + " ".join(problems))
+    return found
+
+
+def load_model_settings(path: Path | str) -> dict[str, ModelSettings]:
+    """Per-model settings from a YAML file: model name -> {max_batch_size: 8, ...}."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read model settings {path}: {exc.strerror}.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    return model_settings(values, f"model settings in {path}")
 
 
 @dataclass
@@ -44,6 +113,16 @@ class ServeSettings:
     # cut that to 0.5-0.9 ms and gave 7-23% more throughput (benchmarks/serving.py).
     switch_interval_ms: float | None = 0.1
     admin_token: str | None = field(default=None, repr=False)  # None: admin endpoints are off
+    # Per model name: settings of its own over the ones above (--model-settings FILE).
+    models: dict[str, ModelSettings] = field(default_factory=dict)
+
+    def for_model(self, name: str) -> ServeSettings:
+        """These settings with name's own over them."""
+        own = self.models.get(name)
+        if own is None:
+            return self
+        changes = {k: v for k, v in dataclasses.asdict(own).items() if v is not None}
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -52,6 +131,7 @@ class ServedModel:
     task: Task
     engines: list[Backend]
     batcher: Batcher
+    settings: ServeSettings = field(default_factory=ServeSettings)  # this model's own
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -122,6 +202,9 @@ class ServedModel:
             "metrics": {k: v for k, v in m.metrics.items() if isinstance(v, (int, float))},
             "exports": sorted(m.exports),
             "max_batch_size": self.batcher.max_batch_size,
+            "max_wait_ms": self.settings.max_wait_ms,
+            "max_queue": self.settings.max_queue,
+            "timeout_s": self.settings.timeout_s,
         }
 
 
@@ -161,8 +244,9 @@ class ModelHost:
     def _build(self, ref: str) -> ServedModel:
         from sampan.runtime.tuning import choose_backend
 
-        s = self.settings
         package = self.store.open(ref)
+        name = package.manifest.name
+        s = self.settings.for_model(name)
         backend, options = s.backend, dict[str, Any]()
         if backend == "auto":
             backend, options = choose_backend(package, self.store.home)
@@ -174,7 +258,6 @@ class ModelHost:
             create_engine(package, backend=backend, device=s.device, **options)
             for _ in range(s.instances)
         ]
-        name = package.manifest.name
         metrics = self.metrics
 
         def on_batch(rows: int, seconds: float) -> None:
@@ -193,7 +276,7 @@ class ModelHost:
             max_queue=s.max_queue,
             stats=stats,
         )
-        served = ServedModel(package, get_task(package.manifest.task), engines, batcher)
+        served = ServedModel(package, get_task(package.manifest.task), engines, batcher, s)
         served.contract  # noqa: B018  (load the tokenizer now, not on the first request)
         return served
 
@@ -219,7 +302,7 @@ class ModelHost:
     async def _retire(self, served: ServedModel) -> None:
         """Close a batcher to new requests, let what it holds finish, then stop it."""
         served.batcher.close()
-        await served.batcher.drain(self.settings.timeout_s)
+        await served.batcher.drain(served.settings.timeout_s)
         await served.batcher.stop()
 
     async def submit_call(
@@ -243,7 +326,8 @@ class ModelHost:
         so replacing a model at run time fails no caller."""
         while True:
             try:
-                return served, await served.batcher.submit(rows, timeout=self.settings.timeout_s)
+                timeout = served.settings.timeout_s
+                return served, await served.batcher.submit(rows, timeout=timeout)
             except Retired:
                 current = self.models.get(served.name)
                 if self.draining or current is served:

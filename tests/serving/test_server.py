@@ -589,3 +589,24 @@ def test_bad_model_settings_are_one_error_naming_each_problem(tmp_path, serve_ho
     with pytest.raises(SystemExit) as stop:
         main(["serve", "--models", onnx_ref, "--model-settings", str(broken)])
     assert stop.value.code == ConfigError.exit_code
+
+
+def test_access_log_is_one_json_line_per_request_with_its_request_id(server, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sampan.access")
+    url = f"{server.url}/v1/models/digits:predict"
+    given = httpx.post(url, json={"instances": []}, headers={"X-Request-ID": "line7-cam2-0042"})
+    made = httpx.get(f"{server.url}/v1/models/digits")
+    refused = httpx.get(f"{server.url}/v1/models/digits", headers={"X-Request-ID": "a b" * 100})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "sampan.access"]
+    assert given.headers["x-request-id"] == "line7-cam2-0042"
+    assert len(made.headers["x-request-id"]) == 32 and made.headers["x-request-id"].isalnum()
+    assert refused.headers["x-request-id"] != "a b" * 100  # not kept: spaces, too long
+    assert [(line["method"], line["status"], line["request_id"]) for line in lines] == [
+        ("POST", 400, "line7-cam2-0042"),
+        ("GET", 200, made.headers["x-request-id"]),
+        ("GET", 200, refused.headers["x-request-id"]),
+    ]
+    assert lines[0]["path"] == "/v1/models/digits:predict" and lines[0]["client"] == "127.0.0.1"
+    assert all(isinstance(line["ms"], float) and line["ts"] > 0 for line in lines)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +14,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sampan.serving.metrics import Metrics
 
 access_log = logging.getLogger("sampan.access")
+
+# A caller's (or a proxy's) X-Request-ID is kept when it is 1-128 visible ASCII characters;
+# otherwise, or without one, the server makes one up.
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The request's X-Request-ID, or a new one (32 hex digits)."""
+    for key, value in headers:
+        if key == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return value.decode("ascii")
+    return uuid.uuid4().hex
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -84,7 +98,9 @@ class BodyLimit:
 
 
 class AccessLog:
-    """One JSON log line and the request metrics for every HTTP request."""
+    """One JSON log line and the request metrics for every HTTP request, and its request id
+    (the caller's X-Request-ID, or a new one) in the log line, in the answer's X-Request-ID
+    header and in the request's state."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -96,11 +112,14 @@ class AccessLog:
         started = time.perf_counter()
         status = 500
         state = scope.setdefault("state", {})
+        state["request_id"] = rid = request_id(scope["headers"])
 
         async def capture(msg: Message) -> None:
             nonlocal status
             if msg["type"] == "http.response.start":
                 status = msg["status"]
+                headers = [*msg.get("headers", ()), (b"x-request-id", rid.encode("ascii"))]
+                msg = {**msg, "headers": headers}
             await send(msg)
 
         try:
@@ -125,6 +144,7 @@ class AccessLog:
                             "ms": round(seconds * 1000, 2),
                             "model": model,
                             "client": (scope.get("client") or ["-"])[0],
+                            "request_id": rid,
                         }
                     )
                 )

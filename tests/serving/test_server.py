@@ -42,6 +42,7 @@ def test_rest_json_and_multipart_predict(server, digits_holdout):
 
 def test_v2_with_tritonclient(server, digits_holdout):
     import tritonclient.http as triton
+    import tritonclient.utils as triton_utils
 
     import sampan
 
@@ -65,6 +66,16 @@ def test_v2_with_tritonclient(server, digits_holdout):
     json_out = triton.InferRequestedOutput("output", binary_data=False)
     result = client.infer("digits", [tensor], outputs=[json_out])
     assert np.allclose(result.as_numpy("output"), expected, atol=1e-5)
+    # The protocol's versioned paths: the version loaded answers, another is not found.
+    version = meta["versions"][0]
+    assert client.is_model_ready("digits", version)
+    assert client.get_model_metadata("digits", model_version=version)["inputs"] == meta["inputs"]
+    result = client.infer("digits", [tensor], model_version=version)
+    assert np.allclose(result.as_numpy("output"), expected, atol=1e-5)
+    assert result.get_response()["model_version"] == version
+    assert not client.is_model_ready("digits", "999")
+    with pytest.raises(triton_utils.InferenceServerException, match="version 999 is not loaded"):
+        client.infer("digits", [tensor], model_version="999")
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ HOT_ROUTES = frozenset(
         "/v1/models/{name}:predict",
         "/v1/models/{name}:stream",
         "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
         "/v1/embeddings",
     }
 )

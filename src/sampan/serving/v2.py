@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from sampan.errors import DataError
+from sampan.errors import DataError, NotFoundError
 from sampan.serving.admin import json_answer
 from sampan.serving.host import ModelHost, ServedModel
 
@@ -308,7 +308,19 @@ def _within_limit(served: ServedModel, rows: int) -> None:
         )
 
 
+def loaded_version(host: ModelHost, name: str, version: str | None) -> ServedModel:
+    """The model a v2 path names; with /versions/{version}, only the version loaded (a server
+    holds one version of each model: another is 404, as an unloaded model is)."""
+    served = host.get(name)
+    loaded = str(served.package.manifest.version)
+    if version is not None and version != loaded:
+        raise NotFoundError(f"{name} version {version} is not loaded (serving version {loaded}).")
+    return served
+
+
 def router(host: ModelHost) -> APIRouter:
+    """The v2 routes, each also under /v2/models/{name}/versions/{version}/..., as the
+    protocol has them."""
     api = APIRouter(tags=["v2"])
 
     @api.get("/v2", summary="Server metadata")
@@ -326,9 +338,16 @@ def router(host: ModelHost) -> APIRouter:
         ok = not host.draining and bool(host.models)
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
+    @api.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
+    async def version_metadata(name: str, version: str) -> dict[str, Any]:
+        return _metadata(loaded_version(host, name, version))
+
     @api.get("/v2/models/{name}", summary="Model metadata")
     async def metadata(name: str) -> dict[str, Any]:
-        served = host.get(name)
+        return _metadata(host.get(name))
+
+    def _metadata(served: ServedModel) -> dict[str, Any]:
+        name = served.name
         engine, manifest = served.engine, served.package.manifest
         tensors = [
             {"name": "text", "datatype": "BYTES", "shape": [-1]}
@@ -358,19 +377,36 @@ def router(host: ModelHost) -> APIRouter:
             "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, *shape]}],
         }
 
+    @api.get("/v2/models/{name}/versions/{version}/ready", summary="Readiness of a version")
+    async def version_ready(name: str, version: str) -> JSONResponse:
+        return _ready(name, version)
+
     @api.get("/v2/models/{name}/ready", summary="Model readiness")
     async def model_ready(name: str) -> JSONResponse:
+        return _ready(name, None)
+
+    def _ready(name: str, version: str | None) -> JSONResponse:
         if host.draining:
             return JSONResponse({"name": name, "ready": False}, status_code=503)
-        host.get(name)  # 404 for a model that is not loaded: not a server fault
-        ok = True
-        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+        loaded_version(host, name, version)  # 404 for a model that is not loaded
+        return JSONResponse({"name": name, "ready": True})
+
+    @api.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        summary="Inference on JSON tensors, by a version",
+        openapi_extra=INFER_BODY,
+    )
+    async def version_infer(name: str, version: str, request: Request) -> Any:
+        return await _infer(loaded_version(host, name, version), request)
 
     @api.post(
         "/v2/models/{name}/infer", summary="Inference on JSON tensors", openapi_extra=INFER_BODY
     )
     async def infer(name: str, request: Request) -> Any:
-        served = host.get(name)
+        return await _infer(host.get(name), request)
+
+    async def _infer(served: ServedModel, request: Request) -> Any:
+        name = served.name
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         if _per_series(served):
             rows = await _series_rows(served, body.get("inputs"), binary)

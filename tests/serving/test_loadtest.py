@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sampan.errors import ConfigError, DataError, NotFoundError, SampanError
-from sampan.serving.loadtest import latency_summary, load_test
+from sampan.serving.loadtest import _Run, latency_summary, load_test
 from tests.serving.conftest import RunningServer, free_port
 
 
@@ -28,6 +28,21 @@ def test_latency_summary_interpolates_between_ranks():
     summary = latency_summary([ms / 1000 for ms in range(1, 101)])  # 1..100 ms
     assert summary == {"p50": 50.5, "p90": 90.1, "p99": 99.01, "max": 100.0, "mean": 50.5}
     assert all(math.isnan(v) for v in latency_summary([]).values())
+
+
+def test_an_open_loop_run_schedules_requests_by_rate_not_by_answers():
+    """At 4 requests/s request i is due at i/4 s, whatever the clock says when it is taken
+    (a caller freed late sends a late request, measured from when it was due); the run stops
+    at the first request due at or after its deadline. A closed loop sends when it is asked."""
+    now = [100.0]
+    run = _Run(requests=10, started=100.0, deadline=101.0, rate=4, clock=lambda: now[0])
+    assert [run.take() for _ in range(2)] == [100.0, 100.25]
+    now[0] = 100.6  # callers busy until now: the next two are already due, and late
+    assert [run.take(), run.take(), run.take()] == [100.5, 100.75, None]
+    assert (run.sent, run.stopped_by) == (4, "duration")
+    closed = _Run(requests=2, started=100.0, deadline=200.0, clock=lambda: now[0])
+    assert [closed.take(), closed.take(), closed.take()] == [100.6, 100.6, None]
+    assert closed.stopped_by == "requests"
 
 
 def test_loadtest_sends_and_counts_every_request(server):
@@ -47,6 +62,8 @@ def test_loadtest_sends_a_given_file_and_speaks_v2(server, digits_holdout):
     assert (report.sent, report.ok) == (10, 10)
     v2 = load_test(server.url, "digits", concurrency=2, requests=10, protocol="v2")
     assert (v2.sent, v2.ok, v2.protocol) == (10, 10, "v2")
+    paced = load_test(server.url, "digits", concurrency=4, requests=20, rate=200)
+    assert (paced.sent, paced.ok, paced.rate, paced.stopped_by) == (20, 20, 200, "requests")
 
 
 def test_loadtest_counts_errors_by_status(serve_home):
@@ -86,8 +103,9 @@ def test_loadtest_refuses_what_it_cannot_run(server, tmp_path):
         load_test(f"http://127.0.0.1:{free_port()}", "digits", requests=1)
     with pytest.raises(ConfigError, match="not a server address"):
         load_test("127.0.0.1:8000", "digits")
-    with pytest.raises(ConfigError, match=r"--concurrency .*; --requests .*; --duration"):
-        load_test(server.url, "digits", concurrency=0, requests=0, duration=0)
+    every_bound = r"--concurrency .*; --requests .*; --duration .*; --rate"
+    with pytest.raises(ConfigError, match=every_bound):
+        load_test(server.url, "digits", concurrency=0, requests=0, duration=0, rate=0)
     with pytest.raises(ConfigError, match="not a model name"):
         load_test(server.url, "../etc", requests=1)
     refused = tmp_path / "refused.json"

@@ -19,6 +19,11 @@ def loadtest(
         60.0, help="Stop sending after this many seconds, even with requests left."
     ),
     timeout: float = typer.Option(30.0, help="Seconds to wait for each answer."),
+    rate: float = typer.Option(
+        None,
+        help="Start this many requests a second whatever the answers (open loop; latency "
+        "counts from when each was due) [default: each caller sends on its last answer].",
+    ),
     protocol: str = typer.Option("native", help="native (/v1 predict) or v2 (Open Inference)."),
     input_file: Path = typer.Option(
         None, "--input", help="An input file (an image, a text) sent as the request's instance."
@@ -39,12 +44,15 @@ def loadtest(
         requests=requests,
         duration=duration,
         timeout=timeout,
+        rate=rate,
         protocol=protocol,
         input_file=input_file,
         body_file=body,
         api_key=api_key,
     )
-    table = Table(title=f"{model} at {report.url} ({report.protocol}, concurrency {concurrency})")
+    pace = f", {rate:g} requests/s" if rate else ""
+    title = f"{model} at {report.url} ({report.protocol}, concurrency {concurrency}{pace})"
+    table = Table(title=title)
     for column in ("sent", "ok", "errors", "seconds", "req/s", "p50 ms", "p90 ms", "p99 ms"):
         table.add_column(column, justify="right")
     lat = report.latency_ms

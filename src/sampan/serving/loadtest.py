@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from sampan.errors import ConfigError, DataError, NotFoundError, SampanError, Un
 MAX_CONCURRENCY = 1024
 MAX_DURATION_S = 3600.0
 MAX_REQUESTS = 10_000_000
+MAX_RATE = 1_000_000
 PROTOCOLS = ("native", "v2")
 
 
@@ -71,6 +73,7 @@ class Report:
     model: str
     protocol: str
     concurrency: int
+    rate: float | None  # requests started per second (open loop); None: closed loop
     requests: int  # asked for
     sent: int
     ok: int  # 2xx answers
@@ -290,10 +293,17 @@ class _Connection(asyncio.Protocol):
 
 @dataclass
 class _Run:
-    """The shared state of one run's callers."""
+    """The shared state of one run's callers. Closed loop (rate None): a caller sends its next
+    request as soon as its last was answered. Open loop: request i is due at started + i / rate
+    whether or not earlier ones were answered, and its latency counts from when it was due, so a
+    server that falls behind shows it in the latency (waiting for a free caller included)
+    rather than in a quietly lower sending rate."""
 
     requests: int
+    started: float
     deadline: float
+    rate: float | None = None
+    clock: Callable[[], float] = time.perf_counter
     sent: int = 0
     ok: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -301,15 +311,17 @@ class _Run:
     samples: dict[str, str] = field(default_factory=dict)
     stopped_by: str = "requests"
 
-    def take(self) -> bool:
-        """Whether a caller may send one more request (and it is counted as sent)."""
+    def take(self) -> float | None:
+        """When the caller's next request is due (it is counted as sent), or None: stop."""
         if self.sent >= self.requests:
-            return False
-        if time.perf_counter() >= self.deadline:
+            return None
+        now = self.clock()
+        due = now if self.rate is None else self.started + self.sent / self.rate
+        if max(now, due) >= self.deadline:
             self.stopped_by = "duration"
-            return False
+            return None
         self.sent += 1
-        return True
+        return due
 
     def error(self, kind: str, message: str) -> None:
         self.errors[kind] += 1
@@ -321,8 +333,10 @@ async def _caller(target: Target, payload: bytes, run: _Run, timeout: float) -> 
     secure = ssl.create_default_context() if parts.scheme == "https" else None
     host, port = parts.hostname or "", parts.port or (443 if secure else 80)
     connection: _Connection | None = None
-    while run.take():
-        started = time.perf_counter()
+    while (due := run.take()) is not None:
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        started = due
         try:
             if connection is None or not connection.open:
                 connection = await _connect(host, port, secure, timeout)
@@ -372,10 +386,11 @@ async def _run(
     requests: int,
     duration: float,
     timeout: float,
+    rate: float | None,
 ) -> Report:
     payload = target.request_bytes()
     started = time.perf_counter()
-    run = _Run(requests, started + duration)
+    run = _Run(requests, started, started + duration, rate)
     await asyncio.gather(*(_caller(target, payload, run, timeout) for _ in range(concurrency)))
     seconds = max(time.perf_counter() - started, 1e-9)
     answered = len(run.latencies)
@@ -384,6 +399,7 @@ async def _run(
         model=model,
         protocol=protocol,
         concurrency=concurrency,
+        rate=rate,
         requests=requests,
         sent=run.sent,
         ok=run.ok,
@@ -397,7 +413,9 @@ async def _run(
     )
 
 
-def check_bounds(concurrency: int, requests: int, duration: float, timeout: float) -> None:
+def check_bounds(
+    concurrency: int, requests: int, duration: float, timeout: float, rate: float | None = None
+) -> None:
     """Every problem with a run's bounds at once, as one ConfigError."""
     problems = []
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -408,6 +426,8 @@ def check_bounds(concurrency: int, requests: int, duration: float, timeout: floa
         problems.append(f"--duration must be over 0 and at most {MAX_DURATION_S:g} s")
     if not timeout > 0:
         problems.append(f"--timeout must be over 0 s (got {timeout})")
+    if rate is not None and not 0 < rate <= MAX_RATE:
+        problems.append(f"--rate must be over 0 and at most {MAX_RATE:,} requests/s (got {rate})")
     if problems:
         raise ConfigError("; ".join(problems) + ".")
 
@@ -420,14 +440,17 @@ def load_test(
     requests: int = 1000,
     duration: float = 60.0,
     timeout: float = 30.0,
+    rate: float | None = None,
     protocol: str = "native",
     input_file: Path | None = None,
     body_file: Path | None = None,
     api_key: str | None = None,
 ) -> Report:
     """Send requests to model at url from concurrency callers until requests were sent or
-    duration seconds passed (answers still awaited, each for up to timeout seconds)."""
-    check_bounds(concurrency, requests, duration, timeout)
+    duration seconds passed (answers still awaited, each for up to timeout seconds); with
+    rate, start that many requests a second (open loop) instead of one whenever a caller's
+    last was answered."""
+    check_bounds(concurrency, requests, duration, timeout, rate)
     target = plan(url, model, protocol, input_file, body_file, api_key)
     try:
         import uvloop
@@ -436,5 +459,5 @@ def load_test(
     except ImportError:  # Windows: the standard loop
         runner = asyncio.run
     return runner(  # type: ignore[no-any-return]
-        _run(target, model, protocol, concurrency, requests, duration, timeout)
+        _run(target, model, protocol, concurrency, requests, duration, timeout, rate)
     )

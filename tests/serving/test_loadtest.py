@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 
@@ -26,8 +25,15 @@ def ok_count(url: str) -> float:
 
 def test_latency_summary_interpolates_between_ranks():
     summary = latency_summary([ms / 1000 for ms in range(1, 101)])  # 1..100 ms
-    assert summary == {"p50": 50.5, "p90": 90.1, "p99": 99.01, "max": 100.0, "mean": 50.5}
-    assert all(math.isnan(v) for v in latency_summary([]).values())
+    assert summary == {
+        "min": 1.0,
+        "p50": 50.5,
+        "p90": 90.1,
+        "p99": 99.01,
+        "max": 100.0,
+        "mean": 50.5,
+    }
+    assert set(latency_summary([]).values()) == {None}  # JSON null, not NaN
 
 
 def test_an_open_loop_run_schedules_requests_by_rate_not_by_answers():
@@ -64,6 +70,7 @@ def test_loadtest_sends_a_given_file_and_speaks_v2(server, digits_holdout):
     assert (v2.sent, v2.ok, v2.protocol) == (10, 10, "v2")
     paced = load_test(server.url, "digits", concurrency=4, requests=20, rate=200)
     assert (paced.sent, paced.ok, paced.rate, paced.stopped_by) == (20, 20, 200, "requests")
+    assert paced.latency_ms["min"] > 0  # nothing sent before it was due
 
 
 def test_loadtest_counts_errors_by_status(serve_home):
@@ -127,7 +134,7 @@ def test_loadtest_cli_prints_a_table_and_writes_json(server, tmp_path, capsys):
     assert "req/s" in printed and "p99 ms" in printed and f"Written: {out}" in printed
     written = json.loads(out.read_text())
     assert (written["sent"], written["ok"], written["errors"]) == (12, 12, {})
-    assert set(written["latency_ms"]) == {"p50", "p90", "p99", "max", "mean"}
+    assert set(written["latency_ms"]) == {"min", "p50", "p90", "p99", "max", "mean"}
     with pytest.raises(SystemExit) as exited:
         main(["loadtest", server.url, "--model", "digits", "-c", "0"])
     assert exited.value.code == ConfigError.exit_code
@@ -145,3 +152,33 @@ def test_tasks_make_up_inputs_their_models_take():
     assert np.asarray(window).shape == (16, 2)
     assert np.asarray(get_task("ts-anomaly").example_json([8, 1])).shape == (8,)
     assert isinstance(get_task("text-classification").example_json([-1]), str)
+
+
+def test_loadtest_does_not_follow_a_redirect_with_its_key():
+    """A redirect would take the Authorization header to another address: it is refused."""
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", free_port()), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        with pytest.raises(SampanError, match="answered 302"):
+            load_test(url, "digits", requests=1, api_key="smp_secret")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Bearer smp_secret"]  # asked once, not again at /elsewhere

@@ -21,8 +21,9 @@ def loadtest(
     timeout: float = typer.Option(30.0, help="Seconds to wait for each answer."),
     rate: float = typer.Option(
         None,
-        help="Start this many requests a second whatever the answers (open loop; latency "
-        "counts from when each was due) [default: each caller sends on its last answer].",
+        help="Start this many requests a second whatever the answers, up to --concurrency at "
+        "once (open loop; a late one's latency counts from when it was due) [default: each "
+        "caller sends on its last answer].",
     ),
     protocol: str = typer.Option("native", help="native (/v1 predict) or v2 (Open Inference)."),
     input_file: Path = typer.Option(
@@ -62,7 +63,7 @@ def loadtest(
         str(sum(report.errors.values())),
         f"{report.seconds:.2f}",
         f"{report.requests_per_s:.1f}",
-        *(f"{lat[p]:.2f}" for p in ("p50", "p90", "p99")),
+        *("-" if lat[p] is None else f"{lat[p]:.2f}" for p in ("p50", "p90", "p99")),
     )
     console.print(table)
     for kind, count in report.errors.items():

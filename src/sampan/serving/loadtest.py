@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import ssl
 import time
 import urllib.error
@@ -79,24 +78,25 @@ class Report:
     ok: int  # 2xx answers
     errors: dict[str, int]  # status code (or "timeout", "connection") -> count
     error_samples: dict[str, str]  # the first answer of each error kind
-    seconds: float
-    requests_per_s: float  # answered requests (any status) per second
+    seconds: float  # the whole run, the last answer or timeout included
+    requests_per_s: float  # answered requests (any status) per second, until the last answer
     ok_per_s: float
-    latency_ms: dict[str, float]  # p50, p90, p99, max, mean
+    latency_ms: dict[str, float | None]  # min, p50, p90, p99, max, mean; None: no answers
     stopped_by: str  # "requests" or "duration"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
 
-def latency_summary(seconds: list[float]) -> dict[str, float]:
-    """p50/p90/p99/max/mean in milliseconds (linear interpolation between ranks); NaN when
-    nothing was answered."""
+def latency_summary(seconds: list[float]) -> dict[str, float | None]:
+    """min/p50/p90/p99/max/mean in milliseconds (linear interpolation between ranks); None
+    (JSON null) when nothing was answered."""
     if not seconds:
-        return {k: math.nan for k in ("p50", "p90", "p99", "max", "mean")}
+        return dict.fromkeys(("min", "p50", "p90", "p99", "max", "mean"))
     ms = np.asarray(seconds) * 1000
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {
+        "min": round(float(ms.min()), 3),
         "p50": round(float(p50), 3),
         "p90": round(float(p90), 3),
         "p99": round(float(p99), 3),
@@ -108,16 +108,24 @@ def latency_summary(seconds: list[float]) -> dict[str, float]:
 # -- what to send ------------------------------------------------------------------------------
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it is: following it would send the API key elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _fetch(url: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, Any]:
     """(status, parsed JSON answer) of one GET (or POST with body), for setting up a run."""
     request = urllib.request.Request(url, data=body, headers=headers)
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.build_opener(_NoRedirects).open(request, timeout=30) as answer:
             status, text = answer.status, answer.read()
     except urllib.error.HTTPError as exc:
-        status, text = exc.code, exc.read()
+        with exc:  # its connection
+            status, text = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SampanError(
@@ -306,6 +314,7 @@ class _Run:
     clock: Callable[[], float] = time.perf_counter
     sent: int = 0
     ok: int = 0
+    last_answer: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     samples: dict[str, str] = field(default_factory=dict)
@@ -328,15 +337,21 @@ class _Run:
         self.samples.setdefault(kind, message[:300])
 
 
-async def _caller(target: Target, payload: bytes, run: _Run, timeout: float) -> None:
+async def _caller(
+    target: Target, payload: bytes, run: _Run, timeout: float, secure: ssl.SSLContext | None
+) -> None:
     parts = target.parts
-    secure = ssl.create_default_context() if parts.scheme == "https" else None
     host, port = parts.hostname or "", parts.port or (443 if secure else 80)
     connection: _Connection | None = None
     while (due := run.take()) is not None:
-        if (wait := due - time.perf_counter()) > 0:
-            await asyncio.sleep(wait)
-        started = due
+        if due >= time.perf_counter():
+            # on time: wait until it is due, then count from the moment it is sent (the event
+            # loop's timers wake up to a millisecond early or late: neither is the server's)
+            while (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            started = time.perf_counter()
+        else:  # late (every caller was busy): count from when it was due
+            started = due
         try:
             if connection is None or not connection.open:
                 connection = await _connect(host, port, secure, timeout)
@@ -352,7 +367,9 @@ async def _caller(target: Target, payload: bytes, run: _Run, timeout: float) -> 
             connection = None
             await asyncio.sleep(0.01)  # a server that is not there is not hammered
             continue
-        run.latencies.append(time.perf_counter() - started)
+        answered = time.perf_counter()
+        run.latencies.append(answered - started)
+        run.last_answer = answered
         if 200 <= status < 300:
             run.ok += 1
         else:
@@ -389,11 +406,17 @@ async def _run(
     rate: float | None,
 ) -> Report:
     payload = target.request_bytes()
+    # one TLS context for every caller: each costs ~30 ms of loading certificates
+    secure = ssl.create_default_context() if target.parts.scheme == "https" else None
     started = time.perf_counter()
     run = _Run(requests, started, started + duration, rate)
-    await asyncio.gather(*(_caller(target, payload, run, timeout) for _ in range(concurrency)))
+    callers = (_caller(target, payload, run, timeout, secure) for _ in range(concurrency))
+    await asyncio.gather(*callers)
     seconds = max(time.perf_counter() - started, 1e-9)
     answered = len(run.latencies)
+    # per second of the time answers came in: a request that ends in a timeout after the
+    # last answer must not make the rate look lower
+    window = max(run.last_answer - started, 1e-9) if answered else seconds
     return Report(
         url=target.base,
         model=model,
@@ -406,8 +429,8 @@ async def _run(
         errors=dict(sorted(run.errors.items())),
         error_samples=dict(sorted(run.samples.items())),
         seconds=round(seconds, 3),
-        requests_per_s=round(answered / seconds, 1),
-        ok_per_s=round(run.ok / seconds, 1),
+        requests_per_s=round(answered / window, 1),
+        ok_per_s=round(run.ok / window, 1),
         latency_ms=latency_summary(run.latencies),
         stopped_by=run.stopped_by,
     )

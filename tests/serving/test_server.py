@@ -427,6 +427,45 @@ def test_admin_endpoints_load_replace_and_unload_models(serve_home, digits_holdo
         assert httpx.delete(f"{admin}/digits", headers=auth).status_code == 404
 
 
+def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home):
+    """A v2 call to /versions/N that found version N loaded, and reaches the batcher only after
+    N was replaced, is refused (404: send it again) rather than answered by the new version."""
+    import time
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, int8_ref = serve_home
+    settings = ServeSettings(backend="onnxruntime", admin_token="s3cret")
+    with RunningServer(build_app([onnx_ref], settings, Store(home)), free_port()) as running:
+        version = onnx_ref.split("@")[1]
+        tensor = {"name": "input", "shape": [1, 1, 16, 16], "datatype": "FP32"}
+        body = json.dumps({"inputs": [{**tensor, "data": [0.0] * 256}]}).encode()
+        replaced = threading.Event()
+
+        def slow_body():  # the call is under way (its version checked) before the replacement
+            yield body[:10]
+            replaced.wait(60)
+            yield body[10:]
+
+        url = f"{running.url}/v2/models/digits/versions/{version}/infer"
+        with ThreadPoolExecutor(1) as pool:
+            pinned = pool.submit(httpx.post, url, content=slow_body(), timeout=60)
+            time.sleep(1.0)  # let the server read the headers and find version N
+            admin = httpx.post(
+                f"{running.url}/v1/admin/models",
+                json={"model": int8_ref},
+                headers={"Authorization": "Bearer s3cret"},
+                timeout=60,
+            )
+            replaced.set()
+            answer = pinned.result(timeout=60)
+    assert admin.status_code == 200, admin.text
+    assert answer.status_code == 404, answer.text
+    assert f"version {version} was replaced by version {int8_ref.split('@')[1]}" in answer.text
+
+
 def test_admin_endpoints_are_off_without_a_token(server):
     r = httpx.post(
         f"{server.url}/v1/admin/models",
@@ -577,6 +616,7 @@ def test_bad_model_settings_are_one_error_naming_each_problem(tmp_path, serve_ho
                 "d2": {"max_wiat_ms": 5},
                 "x/..": {},
                 "t": {"threads": "2"},
+                "f": {"max_wait_ms": float("inf"), "timeout_s": float("nan")},
             }
         )
     message = str(caught.value)
@@ -584,6 +624,7 @@ def test_bad_model_settings_are_one_error_naming_each_problem(tmp_path, serve_ho
     assert "unknown option 'max_wiat_ms'" in message and "max_wait_ms" in message  # suggested
     assert "'x/..' is not a model name" in message
     assert "threads must be an integer" in message
+    assert "f: timeout_s must be > 0 and finite (got nan); max_wait_ms must be finite" in message
     with pytest.raises(ConfigError, match="must map model names to their settings"):
         model_settings(["digits"])
     merged = ServeSettings(max_wait_ms=2, models={"a": ModelSettings(max_wait_ms=9)})
@@ -594,6 +635,9 @@ def test_bad_model_settings_are_one_error_naming_each_problem(tmp_path, serve_ho
     typo.write_text("digts: {max_batch_size: 8}\n")
     with pytest.raises(SystemExit) as stop:
         main(["serve", "--models", onnx_ref, "--model-settings", str(typo)])
+    assert stop.value.code == ConfigError.exit_code
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--models", onnx_ref, "--max-wait-ms", "inf"])
     assert stop.value.code == ConfigError.exit_code
     broken = tmp_path / "broken.yaml"
     broken.write_text("digits: [unclosed\n")

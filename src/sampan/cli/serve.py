@@ -69,7 +69,7 @@ def serve(
 
     from sampan.errors import ConfigError
     from sampan.serving.app import build_app
-    from sampan.serving.host import ServeSettings, load_model_settings
+    from sampan.serving.host import ModelSettings, ServeSettings, load_model_settings
     from sampan.store import Store
 
     store = Store()
@@ -99,10 +99,19 @@ def serve(
             f"--model-settings names {', '.join(unknown)}: no such model here (serving "
             f"{', '.join(sorted(names))}; the store holds {', '.join(store.names()) or 'none'})."
         )
-    if instances < 1:
-        raise ConfigError("--instances must be >= 1.")
-    if threads is not None and threads < 1:
-        raise ConfigError("--threads must be >= 1.")
+    server_wide = ModelSettings(
+        instances=instances,
+        threads=threads,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        timeout_s=timeout,
+    )
+    try:
+        server_wide.validate()
+    except ConfigError as exc:  # the flags' own names
+        raise ConfigError(f"Invalid serve options: {exc}".replace("timeout_s", "timeout")) from None
+    longest = max([s.timeout_s for s in per_model.values() if s.timeout_s] or [timeout])
     settings = ServeSettings(
         backend=backend,
         device=device,
@@ -141,7 +150,8 @@ def serve(
         port=port,
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=int(timeout) + 5,
+        # long enough for the slowest model's requests in flight to finish
+        timeout_graceful_shutdown=int(max(longest, timeout)) + 5,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,10 @@ class ModelSettings:
             )
             if (value := getattr(self, name)) is not None and value < least
         ]
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            problems.append(f"timeout_s must be > 0 (got {self.timeout_s})")
+        if self.timeout_s is not None and not 0 < self.timeout_s < math.inf:
+            problems.append(f"timeout_s must be > 0 and finite (got {self.timeout_s})")
+        if self.max_wait_ms is not None and not math.isfinite(self.max_wait_ms):
+            problems.append(f"max_wait_ms must be finite (got {self.max_wait_ms})")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
 

@@ -397,7 +397,7 @@ def router(host: ModelHost) -> APIRouter:
         openapi_extra=INFER_BODY,
     )
     async def version_infer(name: str, version: str, request: Request) -> Any:
-        return await _infer(loaded_version(host, name, version), request)
+        return await _infer(loaded_version(host, name, version), request, version)
 
     @api.post(
         "/v2/models/{name}/infer", summary="Inference on JSON tensors", openapi_extra=INFER_BODY
@@ -405,7 +405,7 @@ def router(host: ModelHost) -> APIRouter:
     async def infer(name: str, request: Request) -> Any:
         return await _infer(host.get(name), request)
 
-    async def _infer(served: ServedModel, request: Request) -> Any:
+    async def _infer(served: ServedModel, request: Request, version: str | None = None) -> Any:
         name = served.name
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         if _per_series(served):
@@ -416,6 +416,12 @@ def router(host: ModelHost) -> APIRouter:
             rows = await _rows(served, body["inputs"][0], binary)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
+        answered = str(served.package.manifest.version)
+        if version is not None and answered != version:  # replaced while this one waited
+            raise NotFoundError(
+                f"{name} version {version} was replaced by version {answered} while this "
+                "request waited; send it again to the version now loaded."
+            )
         result: dict[str, Any] = {
             "model_name": name,
             "model_version": str(served.package.manifest.version),

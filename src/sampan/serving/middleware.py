@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sampan.serving.metrics import Metrics
 
 access_log = logging.getLogger("sampan.access")
+server_log = logging.getLogger("sampan.server")
 
 # A caller's (or a proxy's) X-Request-ID is kept when it is 1-128 visible ASCII characters;
 # otherwise, or without one, the server makes one up.
@@ -114,16 +115,25 @@ class AccessLog:
         state = scope.setdefault("state", {})
         state["request_id"] = rid = request_id(scope["headers"])
 
+        answering = False
+
         async def capture(msg: Message) -> None:
-            nonlocal status
+            nonlocal status, answering
             if msg["type"] == "http.response.start":
-                status = msg["status"]
+                status, answering = msg["status"], True
                 headers = [*msg.get("headers", ()), (b"x-request-id", rid.encode("ascii"))]
                 msg = {**msg, "headers": headers}
             await send(msg)
 
         try:
             await self.app(scope, receive, capture)
+        except Exception:
+            if answering:  # too late for an answer of our own: the server closes the call
+                raise
+            # A bug, not the caller's fault: its traceback goes to the log under the request's
+            # id, and the caller gets a 500 that carries the id (and nothing of the error).
+            server_log.exception("Unhandled error in request %s (%s)", rid, scope["path"])
+            await _send_json(capture, 500, {"error": f"Internal server error (request id {rid})."})
         finally:
             seconds = time.perf_counter() - started
             path: str = scope["path"]

@@ -229,6 +229,31 @@ def test_a_deadline_holds_while_its_batch_runs():
     assert late.item() == 4.0 and after.item() == 6.0
 
 
+def test_requests_answered_while_queued_free_their_places():
+    """Two queued requests time out while the engine is stuck: the queue (of 2) then takes a
+    new one instead of refusing it, and the answered ones take no rows of the next batch."""
+
+    async def main():
+        engine = FakeEngine()
+        engine.gate.clear()
+        batcher = await started(engine, max_batch_size=2, max_queue=2)
+        running = asyncio.create_task(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)
+        late = [asyncio.create_task(batcher.submit(rows(i), timeout=0.02)) for i in (1, 2)]
+        timed_out = await asyncio.gather(*late, return_exceptions=True)
+        fresh = asyncio.create_task(batcher.submit(rows(3)))
+        await asyncio.sleep(0)
+        engine.gate.set()
+        results = await asyncio.gather(running, fresh)
+        await batcher.stop()
+        return timed_out, results, engine.batches
+
+    timed_out, results, batches = run(main())
+    assert all(isinstance(r, DeadlineExceeded) for r in timed_out)
+    assert [r.item() for r in results] == [0.0, 6.0]
+    assert batches == [1, 1]  # the fresh request ran alone: the two answered ones took no rows
+
+
 def test_instances_share_the_queue():
     async def main():
         engines = [FakeEngine(delay=0.05), FakeEngine(delay=0.05)]

@@ -262,6 +262,9 @@ class Batcher:
         deadline = time.monotonic() + timeout if timeout else float("inf")
         with self._cond:
             if len(self._pending) >= self.max_queue:
+                # requests answered while queued (past their deadline, hung up) free their places
+                self._pending = collections.deque(i for i in self._pending if not i.future.done())
+            if len(self._pending) >= self.max_queue:
                 raise Overloaded(f"The queue is full ({self.max_queue} waiting); retry shortly.")
             self._pending.append(_Item(rows, future, deadline))
             self._cond.notify()
@@ -314,6 +317,9 @@ class Batcher:
             backlog = bool(self._pending) and self.adaptive_wait
             until = time.monotonic() + (self.max_wait if wait and not backlog else 0.0)
             while rows < self.max_batch_size and not self._stopping:
+                if self._pending and self._pending[0].future.done():
+                    self._pending.popleft()  # answered while queued: it takes no rows
+                    continue
                 if self._pending:
                     more = count_rows(self._pending[0].rows)
                     if rows + more > self.max_batch_size:

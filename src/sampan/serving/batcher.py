@@ -10,6 +10,7 @@ back to their callers. Invariants, enforced here and nowhere else:
 - a full queue refuses at once (Overloaded) instead of letting latency grow without bound;
 - a request whose deadline passed while queued is failed (DeadlineExceeded), not computed;
   one whose batch is still running at its deadline is answered DeadlineExceeded at once;
+  a request answered while queued gives up its place in a full queue and its rows in a batch;
 - named rows (text) are sequences zero-padded on axis 1: a batch that would waste more than
   max_padding of its cells on padding runs as one engine call per length group (rows sorted by
   length, each group cut to its own longest), and the outputs go back in the callers' order.

@@ -238,7 +238,8 @@ def test_requests_answered_while_queued_free_their_places():
         engine.gate.clear()
         batcher = await started(engine, max_batch_size=2, max_queue=2)
         running = asyncio.create_task(batcher.submit(rows(0)))
-        await asyncio.sleep(0.02)
+        while not batcher.busy:  # the engine has taken it (and is stuck at the gate)
+            await asyncio.sleep(0.001)
         late = [asyncio.create_task(batcher.submit(rows(i), timeout=0.02)) for i in (1, 2)]
         timed_out = await asyncio.gather(*late, return_exceptions=True)
         fresh = asyncio.create_task(batcher.submit(rows(3)))

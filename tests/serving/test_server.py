@@ -435,11 +435,10 @@ def test_admin_endpoints_load_replace_and_unload_models(serve_home, digits_holdo
         assert httpx.delete(f"{admin}/digits", headers=auth).status_code == 404
 
 
-def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home):
+def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home, monkeypatch):
     """A v2 call to /versions/N that found version N loaded, and reaches the batcher only after
     N was replaced, is refused (404: send it again) rather than answered by the new version."""
-    import time
-
+    from sampan.serving import v2
     from sampan.serving.app import build_app
     from sampan.serving.host import ServeSettings
     from sampan.store import Store
@@ -450,7 +449,15 @@ def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home):
         version = onnx_ref.split("@")[1]
         tensor = {"name": "input", "shape": [1, 1, 16, 16], "datatype": "FP32"}
         body = json.dumps({"inputs": [{**tensor, "data": [0.0] * 256}]}).encode()
-        replaced = threading.Event()
+        replaced, checked = threading.Event(), threading.Event()
+        found = v2.loaded_version
+
+        def loaded_version(*args):
+            served = found(*args)
+            checked.set()  # the call found version N
+            return served
+
+        monkeypatch.setattr(v2, "loaded_version", loaded_version)
 
         def slow_body():  # the call is under way (its version checked) before the replacement
             yield body[:10]
@@ -460,7 +467,7 @@ def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home):
         url = f"{running.url}/v2/models/digits/versions/{version}/infer"
         with ThreadPoolExecutor(1) as pool:
             pinned = pool.submit(httpx.post, url, content=slow_body(), timeout=60)
-            time.sleep(1.0)  # let the server read the headers and find version N
+            assert checked.wait(60)
             admin = httpx.post(
                 f"{running.url}/v1/admin/models",
                 json={"model": int8_ref},

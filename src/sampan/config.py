@@ -14,8 +14,9 @@ from sampan.registry import suggest
 C = TypeVar("C")
 
 
-def load_yaml(path: Path | str) -> dict[str, Any]:
-    """Read a YAML mapping; a missing or malformed file is a ConfigError."""
+def load_yaml(path: Path | str, option_keys: bool = True) -> dict[str, Any]:
+    """Read a YAML mapping; a missing or malformed file is a ConfigError. option_keys: its
+    keys are option names, "-" read as "_" (False: keys kept as written, e.g. model names)."""
     import yaml
 
     path = Path(path)
@@ -31,7 +32,7 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of option: value.")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return {(str(k).replace("-", "_") if option_keys else str(k)): v for k, v in data.items()}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

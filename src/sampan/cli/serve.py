@@ -99,19 +99,6 @@ def serve(
             f"--model-settings names {', '.join(unknown)}: no such model here (serving "
             f"{', '.join(sorted(names))}; the store holds {', '.join(store.names()) or 'none'})."
         )
-    server_wide = ModelSettings(
-        instances=instances,
-        threads=threads,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queue=max_queue,
-        timeout_s=timeout,
-    )
-    try:
-        server_wide.validate()
-    except ConfigError as exc:  # the flags' own names
-        raise ConfigError(f"Invalid serve options: {exc}".replace("timeout_s", "timeout")) from None
-    longest = max([s.timeout_s for s in per_model.values() if s.timeout_s] or [timeout])
     settings = ServeSettings(
         backend=backend,
         device=device,
@@ -126,6 +113,12 @@ def serve(
         admin_token=admin_token or None,
         models=per_model,
     )
+    try:
+        ModelSettings.of(settings).validate()
+    except ConfigError as exc:  # the flags' own names
+        raise ConfigError(f"Invalid serve options: {exc}".replace("timeout_s", "timeout")) from None
+    # long enough for the slowest model's requests in flight to finish
+    longest = max([timeout, *(s.timeout_s for s in per_model.values() if s.timeout_s)])
     gate, notice = _gate(auth, host, insecure_open)
     routers = []
     if web_console:
@@ -150,8 +143,7 @@ def serve(
         port=port,
         log_level=log_level,
         access_log=False,
-        # long enough for the slowest model's requests in flight to finish
-        timeout_graceful_shutdown=int(max(longest, timeout)) + 5,
+        timeout_graceful_shutdown=int(longest) + 5,
     )
 
 

@@ -37,6 +37,11 @@ class ModelSettings:
     max_queue: int | None = None
     timeout_s: float | None = None
 
+    @classmethod
+    def of(cls, settings: ServeSettings) -> ModelSettings:
+        """A server's own values of these settings (to check them as a model's are)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
     def validate(self) -> None:
         """Every bound broken, at once (the batcher checks its own again when it is built)."""
         problems = [
@@ -82,15 +87,9 @@ def model_settings(values: Any, where: str = "model settings") -> dict[str, Mode
 
 def load_model_settings(path: Path | str) -> dict[str, ModelSettings]:
     """Per-model settings from a YAML file: model name -> {max_batch_size: 8, ...}."""
-    import yaml
+    from sampan.config import load_yaml
 
-    try:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"Cannot read model settings {path}: {exc.strerror}.") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
-    return model_settings(values, f"model settings in {path}")
+    return model_settings(load_yaml(path, option_keys=False), f"model settings in {path}")
 
 
 @dataclass

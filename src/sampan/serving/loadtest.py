@@ -262,7 +262,8 @@ class _Connection(asyncio.Protocol):
             self._fail(ConnectionError(f"unreadable answer: {exc}"))
 
     def on_body(self, body: bytes) -> None:
-        if sum(map(len, self.body)) < 1000:  # enough of an error's message to show
+        # only an error's body is shown (its first 1000 bytes are enough); an answer's is not
+        if self.parser.get_status_code() >= 300 and sum(map(len, self.body)) < 1000:
             self.body.append(body)
 
     def on_message_complete(self) -> None:

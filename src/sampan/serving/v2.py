@@ -424,7 +424,7 @@ def router(host: ModelHost) -> APIRouter:
             )
         result: dict[str, Any] = {
             "model_name": name,
-            "model_version": str(served.package.manifest.version),
+            "model_version": answered,
             "outputs": [
                 {
                     "name": "output",

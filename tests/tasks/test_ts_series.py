@@ -196,6 +196,7 @@ def test_export_and_serving_per_series(forecaster):
     from sampan.export import export
     from sampan.serving.app import build_app
     from sampan.serving.host import ServeSettings
+    from sampan.serving.loadtest import load_test
     from tests.serving.conftest import RunningServer, free_port
 
     home, result = forecaster
@@ -249,6 +250,14 @@ def test_export_and_serving_per_series(forecaster):
             json={"series": "press-2", "readings": instances[1]["window"]},
         )
         stream_unknown = httpx.post(f"{base}:stream", json={"series": "pump-9", "readings": [1.0]})
+        described = httpx.get(base).json()
+        # loadtest makes up a window of a series the model names in its description
+        made_up = [
+            load_test(running.url, "plant", concurrency=2, requests=4, protocol=protocol)
+            for protocol in ("native", "v2")
+        ]
+    assert described["input_details"] == {"series": sorted(NAMES), "series_count": 3}
+    assert [(run.sent, run.ok) for run in made_up] == [(4, 4), (4, 4)]
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
     assert [p["series"] for p in predictions] == NAMES

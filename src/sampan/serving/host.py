@@ -207,6 +207,7 @@ class ServedModel:
             "max_wait_ms": self.settings.max_wait_ms,
             "max_queue": self.settings.max_queue,
             "timeout_s": self.settings.timeout_s,
+            "input_details": self.task.input_details(self.contract),
         }
 
 

@@ -182,7 +182,15 @@ def plan(
         status, meta = _fetch(f"{base}/v2/models/{model}", headers)
         _check(status, meta, f"Model {model!r} at {url}")
         path = f"{prefix}/v2/models/{model}/infer"
-        body = _read_body(body_file) if body_file else _v2_body(meta, input_file)
+        if body_file is not None:
+            body = _read_body(body_file)
+        else:
+            series: list[str] = []
+            if any(tensor.get("name") == "series" for tensor in meta.get("inputs") or []):
+                status, described = _fetch(f"{base}/v1/models/{model}", headers)
+                _check(status, described, f"Model {model!r} at {url}")
+                series = (described.get("input_details") or {}).get("series") or []
+            body = _v2_body(meta, input_file, series)
     else:
         status, described = _fetch(f"{base}/v1/models/{model}", headers)
         _check(status, described, f"Model {model!r} at {url}")
@@ -195,7 +203,9 @@ def plan(
                 instance = task.to_json(_read(input_file))
                 how = f"{input_file} is not an input of a {task.name} model; send --body FILE."
             else:
-                instance = task.example_json(described["input_shape"])
+                instance = task.example_json(
+                    described["input_shape"], described.get("input_details")
+                )
                 how = f"sampan cannot make up a {task.name} input; send --input or --body FILE."
             if instance is None:
                 raise DataError(how)
@@ -223,11 +233,17 @@ def _read_body(path: Path) -> bytes:
     return body
 
 
-def _v2_body(meta: dict[str, Any], input_file: Path | None) -> bytes:
-    """An Open Inference v2 request of one row of seeded noise for the model's one input."""
+def _v2_body(meta: dict[str, Any], input_file: Path | None, series: list[str]) -> bytes:
+    """An Open Inference v2 request of one row of seeded noise for the model's one input
+    (and, for a model trained per series, a "series" tensor naming the first of series)."""
     if input_file is not None:
         raise ConfigError("--input goes with --protocol native; for v2 send --body FILE.")
     inputs = meta.get("inputs") or []
+    ids = [{"name": "series", "shape": [1], "datatype": "BYTES", "data": series[:1]}]
+    if series and [tensor.get("name") for tensor in inputs] == ["input", "series"]:
+        inputs = inputs[:1]
+    else:
+        ids = []
     if len(inputs) != 1 or inputs[0].get("datatype") != "FP32" or -1 in inputs[0]["shape"][1:]:
         raise ConfigError(
             "sampan makes up v2 inputs for models of one FP32 input of fixed shape only; "
@@ -236,7 +252,7 @@ def _v2_body(meta: dict[str, Any], input_file: Path | None) -> bytes:
     shape = [1, *inputs[0]["shape"][1:]]
     data = np.random.default_rng(0).standard_normal(int(np.prod(shape))).round(4)
     tensor = {"name": inputs[0]["name"], "shape": shape, "datatype": "FP32"}
-    return json.dumps({"inputs": [{**tensor, "data": data.tolist()}]}).encode()
+    return json.dumps({"inputs": [{**tensor, "data": data.tolist()}, *ids]}).encode()
 
 
 # -- the run -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ collate are pure functions of (input, contract), so every station preprocesses i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,10 +90,17 @@ class Task(ABC):
         where this task's inputs are not single files."""
         return None
 
-    def example_json(self, input_shape: Sequence[int]) -> Any:
+    def input_details(self, contract: dict[str, Any]) -> dict[str, Any]:
+        """What a caller must know, beyond the input's shape, to send an input (the model's
+        description at GET /v1/models/{name} shows it): {} for most tasks."""
+        return {}
+
+    def example_json(
+        self, input_shape: Sequence[int], details: Mapping[str, Any] | None = None
+    ) -> Any:
         """A made-up input, as a JSON request carries it, for a model whose collated sample
-        has input_shape (what `sampan loadtest` sends when given none), or None where this
-        task cannot make one up."""
+        has input_shape and whose input_details are details (what `sampan loadtest` sends
+        when given none), or None where this task cannot make one up."""
         return None
 
     @abstractmethod

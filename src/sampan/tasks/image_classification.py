@@ -6,7 +6,7 @@ import functools
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -187,7 +187,9 @@ class ImageClassification(Task):
 
         return base64.b64encode(raw).decode("ascii")
 
-    def example_json(self, input_shape: Sequence[int]) -> Any:
+    def example_json(
+        self, input_shape: Sequence[int], details: Mapping[str, Any] | None = None
+    ) -> Any:
         """A PNG of seeded noise at the model's input size ((C, H, W): 1 or 3 channels)."""
         from PIL import Image
 

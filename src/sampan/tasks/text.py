@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,9 @@ class TextTask(Task):
         except UnicodeDecodeError:
             raise DataError("The input file is not UTF-8 text.") from None
 
-    def example_json(self, input_shape: Sequence[int]) -> Any:
+    def example_json(
+        self, input_shape: Sequence[int], details: Mapping[str, Any] | None = None
+    ) -> Any:
         return "The conveyor belt in hall 3 stopped twice this morning; please check the motor."
 
     def cheap_to_decode(self, raw: Any) -> bool:

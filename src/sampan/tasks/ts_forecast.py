@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ from sampan.errors import DataError
 from sampan.tasks.base import TASKS, Listing, Samples, Task
 
 TRAIN, VAL, TEST = 0, 1, 2
+SERIES_SHOWN = 100  # series ids a model's description lists (and how many there are)
 
 
 def seasonal_naive(inputs: np.ndarray, horizon: int, period: int) -> np.ndarray:
@@ -327,12 +328,24 @@ class TimeSeriesForecast(Task):
             return [inputs]
         return super().as_inputs(inputs)
 
-    def example_json(self, input_shape: Sequence[int]) -> Any:
-        """A window of sine readings, (window, columns) as the model takes it; a model
-        trained per series also needs the series' id, which only its caller knows."""
+    def input_details(self, contract: dict[str, Any]) -> dict[str, Any]:
+        """For a model trained per series: the ids it knows (the first SERIES_SHOWN, sorted as
+        text) and how many there are, since each input must name one."""
+        if not contract.get("series_column") or not contract.get("series"):
+            return {}
+        ids = sorted(contract["series"])
+        return {"series": ids[:SERIES_SHOWN], "series_count": len(ids)}
+
+    def example_json(
+        self, input_shape: Sequence[int], details: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A window of sine readings, (window, columns) as the model takes it; for a model
+        trained per series, one of the first series its details name."""
         window, columns = input_shape
         wave = np.sin(np.arange(window)[:, None] / 4 + np.arange(columns)).round(4)
-        return wave[:, 0].tolist() if columns == 1 else wave.tolist()
+        readings = wave[:, 0].tolist() if columns == 1 else wave.tolist()
+        known = (details or {}).get("series")
+        return {"series": known[0], "window": readings} if known else readings
 
     def from_json(self, value: Any) -> Any:
         """A window as JSON: a list of readings (numbers for one column, lists for several),

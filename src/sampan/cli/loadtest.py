@@ -33,6 +33,9 @@ def loadtest(
     api_key: str = typer.Option(
         None, envvar="SAMPAN_API_KEY", help="An API key, for servers that ask for one."
     ),
+    cacert: Path = typer.Option(
+        None, help="PEM CA certificates to trust for an https server [default: the system's]."
+    ),
     out: Path = typer.Option(None, help="JSON file [default: loadtest-MODEL.json]."),
 ) -> None:
     """Load-test a model server: requests/s, p50/p90/p99 latency, errors by status."""
@@ -50,6 +53,7 @@ def loadtest(
         input_file=input_file,
         body_file=body,
         api_key=api_key,
+        cacert=cacert,
     )
     pace = f", {rate:g} requests/s" if rate else ""
     title = f"{model} at {report.url} ({report.protocol}, concurrency {concurrency}{pace})"

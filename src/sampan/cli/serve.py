@@ -41,6 +41,13 @@ def serve(
         "onnxruntime, device: cpu}.",
     ),
     timeout: float = typer.Option(30.0, help="Seconds a request may wait before 504."),
+    max_body_mb: float = typer.Option(
+        16.0, help="Largest request body in MiB; a larger one gets 413."
+    ),
+    ssl_certfile: Path = typer.Option(
+        None, help="Serve HTTPS with this PEM certificate (its chain after it); with --ssl-keyfile."
+    ),
+    ssl_keyfile: Path = typer.Option(None, help="The PEM private key of --ssl-certfile."),
     log_level: str = typer.Option("info", help="debug, info, warning."),
     auth: str = typer.Option(
         "auto",
@@ -69,11 +76,12 @@ def serve(
 
     from sampan.errors import ConfigError
     from sampan.serving.app import build_app
+    from sampan.serving.drain import DrainingServer
     from sampan.serving.host import ModelSettings, ServeSettings, load_model_settings
     from sampan.store import Store
 
     store = Store()
-    example = None
+    example = None  # for the starter: (an image to send, the model's route)
     if starter:
         from sampan.progress import console
         from sampan.starter import STARTER, ensure_starter, starter_data
@@ -81,7 +89,7 @@ def serve(
         package = ensure_starter(store, console)
         refs = [package.ref, *[m for m in (models or "").split(",") if m.strip()]]
         image = sorted(starter_data(store)[1].glob("*/*.png"))[0]
-        example = f"curl -F file=@{image} http://{host}:{port}/v1/models/{STARTER}:predict"
+        example = image, f"/v1/models/{STARTER}:predict"
     elif all_models:
         refs = store.names()
     elif models:
@@ -99,6 +107,10 @@ def serve(
             f"--model-settings names {', '.join(unknown)}: no such model here (serving "
             f"{', '.join(sorted(names))}; the store holds {', '.join(store.names()) or 'none'})."
         )
+    if not (0 < max_body_mb <= 4096):  # also false for NaN
+        raise ConfigError(f"--max-body-mb must be > 0 and at most 4096 (got {max_body_mb}).")
+    certfile, keyfile = _tls(ssl_certfile, ssl_keyfile)
+    scheme = "https" if certfile else "http"
     settings = ServeSettings(
         backend=backend,
         device=device,
@@ -111,6 +123,7 @@ def serve(
         max_queue=max_queue,
         timeout_s=timeout,
         admin_token=admin_token or None,
+        max_body_bytes=int(max_body_mb * 2**20),
         models=per_model,
     )
     try:
@@ -127,24 +140,61 @@ def serve(
         routers.append(console_router(store))
     app = build_app(refs, settings, store, extension=gate, routers=routers)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")
+    url = f"{scheme}://{host}:{port}"
     print(
-        f"Serving {', '.join(refs)} at http://{host}:{port}  (OpenAPI: /docs, metrics: "
+        f"Serving {', '.join(refs)} at {url}  (OpenAPI: /docs, metrics: "
         "/metrics; Ctrl-C or SIGTERM drains and stops)"
     )
     print(notice)
     if web_console:
-        print(f"Console: http://{host}:{port}/console")
+        print(f"Console: {url}/console")
     if example:
         needs_key = gate is not None and not gate.open
-        print(f"Try it: {example}" + (' -H "Authorization: Bearer smp_..."' if needs_key else ""))
-    uvicorn.run(
+        print(
+            f"Try it: curl -F file=@{example[0]} {url}{example[1]}"
+            + (' -H "Authorization: Bearer smp_..."' if needs_key else "")
+        )
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=int(longest) + 5,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
+    # SIGTERM: readiness 503 and new requests refused while the batches in flight finish,
+    # then uvicorn stops (see sampan.serving.drain)
+    server = DrainingServer(config, app.state.host, timeout_s=longest)
+    server.run()
+    if not server.started:  # as uvicorn.run exits: the reason (a model, the port) is logged
+        raise SystemExit(3)
+
+
+def _tls(certfile: Path | None, keyfile: Path | None) -> tuple[str | None, str | None]:
+    """uvicorn's HTTPS files (None, None: plain HTTP), the pair checked here: a bad file, or a
+    key that is not the certificate's, is one line before any model loads, not a traceback
+    from uvicorn."""
+    import ssl
+
+    from sampan.errors import ConfigError
+
+    if certfile is None and keyfile is None:
+        return None, None
+    if certfile is None or keyfile is None:
+        raise ConfigError("HTTPS needs both --ssl-certfile and --ssl-keyfile.")
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file():
+            raise ConfigError(f"{flag} {path}: no such file.")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"Cannot serve HTTPS with --ssl-certfile {certfile} and --ssl-keyfile {keyfile}: "
+            f"{exc.strerror or exc} (both PEM; the key must be the certificate's, unencrypted)."
+        ) from None
+    return str(certfile), str(keyfile)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -6,10 +6,19 @@ Only when every batcher is idle (plus a short grace, for requests already on the
 uvicorn stop accepting and close connections. Stopping at once would close connections whose
 request had arrived but not yet been read: those requests would get no answer at all.
 A second signal stops at once.
+
+uvicorn then closes idle keep-alive connections and waits for them to go. Over TLS a close
+waits for the client's close_notify (asyncio's and uvloop's ssl_shutdown_timeout: 30 s, which
+uvicorn does not expose), and a pooled client that is not reading never sends it: every
+shutdown would take 30 s. So connections still closing close_wait_s after shutdown began are
+aborted; connections with a request in flight are not closing, and are left to finish.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import threading
 import time
 from types import FrameType
@@ -22,11 +31,33 @@ from sampan.serving.host import ModelHost
 
 class DrainingServer(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, host: ModelHost, grace_s: float = 0.5, timeout_s: float = 30.0
+        self,
+        config: uvicorn.Config,
+        host: ModelHost,
+        grace_s: float = 0.5,
+        timeout_s: float = 30.0,
+        close_wait_s: float = 1.0,
     ) -> None:
         super().__init__(config)
         self.host, self.grace_s, self.timeout_s = host, grace_s, timeout_s
+        self.close_wait_s = close_wait_s
         self._draining = False
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        watchdog = asyncio.create_task(self._abort_half_closed())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _abort_half_closed(self) -> None:
+        await asyncio.sleep(self.close_wait_s)
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and transport.is_closing():
+                transport.abort()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:  # a second signal: stop now

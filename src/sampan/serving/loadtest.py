@@ -14,6 +14,7 @@ server's own work per request, which would halve what the server can show.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import time
@@ -46,6 +47,7 @@ class Target:
     path: str  # the request's path (with the prefix)
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    secure: ssl.SSLContext | None = None  # for https: one context for every caller
 
     @property
     def parts(self) -> urllib.parse.SplitResult:
@@ -115,19 +117,42 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _fetch(url: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, Any]:
+def tls_context(cacert: Path | None) -> ssl.SSLContext:
+    """The TLS context of an https run: the system's CAs, or those of cacert (a PEM file,
+    for a server whose certificate a private CA signed)."""
+    try:
+        return ssl.create_default_context(cafile=None if cacert is None else str(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"--cacert {cacert}: {getattr(exc, 'strerror', None) or exc} (give a PEM file of "
+            "CA certificates)."
+        ) from None
+
+
+def _fetch(
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    secure: ssl.SSLContext | None = None,
+) -> tuple[int, Any]:
     """(status, parsed JSON answer) of one GET (or POST with body), for setting up a run."""
     request = urllib.request.Request(url, data=body, headers=headers)
     if body is not None:
         request.add_header("Content-Type", "application/json")
+    opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=secure))
     try:
-        with urllib.request.build_opener(_NoRedirects).open(request, timeout=30) as answer:
+        with opener.open(request, timeout=30) as answer:
             status, text = answer.status, answer.read()
     except urllib.error.HTTPError as exc:
         with exc:  # its connection
             status, text = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            raise SampanError(
+                f"TLS with {url} failed: {getattr(reason, 'verify_message', None) or reason}. "
+                "For a certificate a private CA signed, give --cacert CA.pem."
+            ) from None
         raise SampanError(
             f"Cannot reach {url}: {reason}. Is the server running (sampan serve)?"
         ) from None
@@ -162,6 +187,7 @@ def plan(
     input_file: Path | None = None,
     body_file: Path | None = None,
     api_key: str | None = None,
+    cacert: Path | None = None,
 ) -> Target:
     """The request a run sends, checked once against the server (not counted in the run)."""
     from sampan.serving.host import check_model_name
@@ -175,11 +201,15 @@ def plan(
     if input_file is not None and body_file is not None:
         raise ConfigError("Give --input or --body, not both.")
     check_model_name(model)
+    if cacert is not None and parts.scheme != "https":
+        raise ConfigError(f"--cacert goes with an https:// address, not {url}.")
+    secure = tls_context(cacert) if parts.scheme == "https" else None
+    fetch = functools.partial(_fetch, secure=secure)
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     prefix = parts.path.rstrip("/")
     if protocol == "v2":
-        status, meta = _fetch(f"{base}/v2/models/{model}", headers)
+        status, meta = fetch(f"{base}/v2/models/{model}", headers)
         _check(status, meta, f"Model {model!r} at {url}")
         path = f"{prefix}/v2/models/{model}/infer"
         if body_file is not None:
@@ -187,12 +217,12 @@ def plan(
         else:
             series: list[str] = []
             if any(tensor.get("name") == "series" for tensor in meta.get("inputs") or []):
-                status, described = _fetch(f"{base}/v1/models/{model}", headers)
+                status, described = fetch(f"{base}/v1/models/{model}", headers)
                 _check(status, described, f"Model {model!r} at {url}")
                 series = (described.get("input_details") or {}).get("series") or []
             body = _v2_body(meta, input_file, series)
     else:
-        status, described = _fetch(f"{base}/v1/models/{model}", headers)
+        status, described = fetch(f"{base}/v1/models/{model}", headers)
         _check(status, described, f"Model {model!r} at {url}")
         path = f"{prefix}/v1/models/{model}:predict"
         if body_file is not None:
@@ -210,9 +240,9 @@ def plan(
             if instance is None:
                 raise DataError(how)
             body = json.dumps({"instances": [instance]}).encode()
-    target = Target(base, path, body, headers)
+    target = Target(base, path, body, headers, secure)
     origin = f"{parts.scheme}://{parts.netloc}"
-    status, answer = _fetch(origin + path, headers, body)
+    status, answer = fetch(origin + path, headers, body)
     _check(status, answer, f"The request to load-test with ({origin + path})")
     return target
 
@@ -267,6 +297,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bool, bytes]] | None = None
         self.body: list[bytes] = []
+        self.lost: asyncio.Future[None] = loop.create_future()  # done once fully closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -293,6 +324,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._fail(ConnectionError(str(exc) if exc else "the server closed the connection"))
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
         waiter, self.waiter = self.waiter, None
@@ -360,6 +393,7 @@ async def _caller(
     parts = target.parts
     host, port = parts.hostname or "", parts.port or (443 if secure else 80)
     connection: _Connection | None = None
+    dropped: list[_Connection] = []
     while (due := run.take()) is not None:
         if due >= time.perf_counter():
             # on time: wait until it is due, then count from the moment it is sent (the event
@@ -375,12 +409,12 @@ async def _caller(
             status, keep_alive, body = await asyncio.wait_for(connection.call(payload), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             run.error("timeout", f"no answer within {timeout:g} s")
-            _drop(connection)
+            _drop(connection, dropped)
             connection = None
             continue
         except OSError as exc:  # ConnectionError included: refused, reset, closed
             run.error("connection", str(exc) or type(exc).__name__)
-            _drop(connection)
+            _drop(connection, dropped)
             connection = None
             await asyncio.sleep(0.01)  # a server that is not there is not hammered
             continue
@@ -392,9 +426,14 @@ async def _caller(
         else:
             run.error(str(status), body.decode("utf-8", "replace"))
         if not keep_alive:
-            _drop(connection)
+            _drop(connection, dropped)
             connection = None
-    _drop(connection)
+    _drop(connection, dropped)
+    # a TLS connection's close (its close_notify) runs on the loop: let it end before the
+    # loop does, or it is left half closed and warned about
+    closing = [c.lost for c in dropped if not c.lost.done()]
+    if closing:
+        await asyncio.wait(closing, timeout=1)
 
 
 async def _connect(
@@ -407,9 +446,12 @@ async def _connect(
     return connection
 
 
-def _drop(connection: _Connection | None) -> None:
+def _drop(connection: _Connection | None, dropped: list[_Connection]) -> None:
+    """Close connection, kept in dropped (with the others still closing) until it is."""
     if connection is not None:
         connection.close()
+        dropped[:] = [c for c in dropped if not c.lost.done()]
+        dropped.append(connection)
 
 
 async def _run(
@@ -423,8 +465,7 @@ async def _run(
     rate: float | None,
 ) -> Report:
     payload = target.request_bytes()
-    # one TLS context for every caller: each costs ~30 ms of loading certificates
-    secure = ssl.create_default_context() if target.parts.scheme == "https" else None
+    secure = target.secure  # one TLS context for every caller: each costs ~30 ms to load
     started = time.perf_counter()
     run = _Run(requests, started, started + duration, rate)
     callers = (_caller(target, payload, run, timeout, secure) for _ in range(concurrency))
@@ -485,13 +526,14 @@ def load_test(
     input_file: Path | None = None,
     body_file: Path | None = None,
     api_key: str | None = None,
+    cacert: Path | None = None,
 ) -> Report:
     """Send requests to model at url from concurrency callers until requests were sent or
     duration seconds passed (answers still awaited, each for up to timeout seconds); with
     rate, start that many requests a second (open loop) instead of one whenever a caller's
     last was answered."""
     check_bounds(concurrency, requests, duration, timeout, rate)
-    target = plan(url, model, protocol, input_file, body_file, api_key)
+    target = plan(url, model, protocol, input_file, body_file, api_key, cacert)
     try:
         import uvloop
 

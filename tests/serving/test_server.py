@@ -394,6 +394,25 @@ def test_sigterm_stops_the_server_process_gracefully(serve_home, tmp_path):
     assert "Application shutdown complete" in log_path.read_text()
 
 
+def test_the_cli_serves_through_the_draining_server(serve_home, monkeypatch):
+    """`sampan serve` runs DrainingServer (the drain tested above), over its app's host, with
+    the longest request timeout as its drain bound; a server that did not start exits 3."""
+    from sampan.cli.main import main
+    from sampan.serving.drain import DrainingServer
+
+    home, onnx_ref, _ = serve_home
+    monkeypatch.setenv("SAMPAN_HOME", str(home))
+    ran = []
+    monkeypatch.setattr(DrainingServer, "run", lambda self: ran.append(self))
+    with pytest.raises(SystemExit) as stop:  # run() returned without starting
+        main(["serve", "--models", onnx_ref, "--auth", "off", "--timeout", "7"])
+    assert stop.value.code == 3
+    (server,) = ran
+    assert isinstance(server, DrainingServer) and server.timeout_s == 7
+    assert server.host is server.config.app.state.host  # the app's (models load at start-up)
+    assert server.config.timeout_graceful_shutdown == 12
+
+
 def test_admin_endpoints_load_replace_and_unload_models(serve_home, digits_holdout):
     from sampan.serving.app import build_app
     from sampan.serving.host import ServeSettings

@@ -543,6 +543,40 @@ def test_serve_runs_lone_rows_on_a_spinning_session_unless_told_not_to(serve_hom
     assert engine(spin=True).lone_session is None
 
 
+def test_models_warm_up_before_they_are_ready_and_one_that_cannot_run_fails_its_load(
+    serve_home, monkeypatch
+):
+    """Each engine runs the task's made-up input as one row and as a full batch at load (so
+    callers do not wait for first runs); an engine that fails, or that answers the wrong number
+    of rows, fails the load with the package named."""
+    from sampan.errors import SampanError
+    from sampan.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from sampan.serving.host import ModelHost, ServeSettings
+    from sampan.serving.metrics import Metrics
+    from sampan.store import Store
+
+    home, onnx_ref, _ = serve_home
+    seen: list[tuple[int, tuple[int, ...]]] = []
+    original = OnnxRuntimeBackend.predict
+
+    def recording(self, batch):
+        seen.append((id(self), batch.shape))
+        return original(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "predict", recording)
+    settings = ServeSettings(backend="onnxruntime", instances=2, max_batch_size=6)
+    served = ModelHost(settings, Metrics(), Store(home))._build(onnx_ref)
+    shape = tuple(served.engine.input_shape)
+    assert seen == [(id(engine), (rows, *shape)) for engine in served.engines for rows in (1, 6)]
+    for broken, message in (
+        (lambda self, batch: 1 / 0, rf"{onnx_ref} failed its warm-up run of 1 row\(s\) on "),
+        (lambda self, batch: original(self, batch)[:1], "answered 1 rows for 6"),
+    ):
+        monkeypatch.setattr(OnnxRuntimeBackend, "predict", broken)
+        with pytest.raises(SampanError, match=message):
+            ModelHost(settings, Metrics(), Store(home))._build(onnx_ref)
+
+
 def test_the_gil_switch_interval_is_short_while_serving_and_restored_after(serve_home):
     import sys
 

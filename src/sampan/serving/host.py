@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sampan.errors import ConfigError, DataError, NotFoundError
+from sampan.errors import ConfigError, DataError, NotFoundError, SampanError
 from sampan.package import Package
 from sampan.runtime.engine import Backend, create_engine
 from sampan.serving.batcher import Batcher, BatchStats, Overloaded, Retired
 from sampan.serving.metrics import Metrics
 from sampan.store import Store
 from sampan.tasks.base import Task, get_task
+
+log = logging.getLogger("sampan.server")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -189,6 +193,49 @@ class ServedModel:
             raise DataError("The request holds no inputs.")
         return rows
 
+    def warm_up(self) -> None:
+        """Run every engine on the task's made-up input, as one row and as a full batch,
+        before the model is ready: first runs allocate memory and pick kernels (seconds on a
+        GPU, a TensorRT engine's build), which callers should not wait for, and a model whose
+        engine cannot run fails its load instead of its first callers' requests."""
+        example = self.task.example_json(
+            self.engine.input_shape, self.task.input_details(self.contract)
+        )
+        if example is None:
+            return
+        started = time.perf_counter()
+        rows = self.check_rows(self.prepare([self.task.from_json(example)])[0])
+        batch = self.batcher.max_batch_size
+        full = (
+            {k: np.repeat(v, batch, axis=0) for k, v in rows.items()}
+            if isinstance(rows, dict)
+            else np.repeat(rows, batch, axis=0)
+        )
+        runs: list[tuple[Any, int]] = [(rows, 1), (full, batch)]  # an array or named arrays
+        for engine in self.engines:
+            for sample, count in runs:
+                try:
+                    outputs = engine.predict(sample)
+                except SampanError:
+                    raise
+                except Exception as exc:  # the engine's own (onnxruntime, torch) error
+                    raise SampanError(
+                        f"{self.package.ref} failed its warm-up run of {count} row(s) on "
+                        f"{engine.name}/{engine.device}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                if len(outputs) != count:
+                    raise SampanError(
+                        f"{self.package.ref} answered {len(outputs)} rows for {count} in its "
+                        f"warm-up run on {engine.name}; it cannot be batched."
+                    )
+        log.info(
+            "%s warmed up in %.2f s (%d engine(s), 1 and %d rows)",
+            self.package.ref,
+            time.perf_counter() - started,
+            len(self.engines),
+            batch,
+        )
+
     def describe(self) -> dict[str, Any]:
         m = self.package.manifest
         return {
@@ -280,7 +327,7 @@ class ModelHost:
             stats=stats,
         )
         served = ServedModel(package, get_task(package.manifest.task), engines, batcher, s)
-        served.contract  # noqa: B018  (load the tokenizer now, not on the first request)
+        served.warm_up()  # binds the contract too (a tokenizer loads now, not on a request)
         return served
 
     async def load(self, ref: str) -> ServedModel:

@@ -97,7 +97,11 @@ def test_serve_https_and_load_test_it(serve_home, digits_holdout, certificates, 
             # server must not wait out the 30 s TLS close timeout for it (it aborts it)
             stopping = time.monotonic()
             proc.terminate()
-            code = proc.wait(60)
+            try:
+                code = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
             stopped = time.monotonic()
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"]) == 1
@@ -124,8 +128,9 @@ def test_bad_tls_and_body_options_are_one_line_each(
             "Cannot serve HTTPS with --ssl-certfile",
         ),
         (["--ssl-certfile", key, "--ssl-keyfile", key], "Cannot serve HTTPS with"),
-        (["--max-body-mb", "0"], "--max-body-mb must be > 0 and at most 4096 (got 0.0)."),
-        (["--max-body-mb", "nan"], "--max-body-mb must be > 0"),
+        (["--max-body-mb", "0"], "--max-body-mb must be at least 0.001 (1 KiB) and at most 4096"),
+        (["--max-body-mb", "1e-9"], "--max-body-mb must be at least 0.001"),  # 0 bytes
+        (["--max-body-mb", "nan"], "--max-body-mb must be at least 0.001"),
     ):
         with pytest.raises(SystemExit) as stop:
             main(["serve", "--models", onnx_ref, "--auth", "off", *flags])

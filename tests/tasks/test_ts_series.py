@@ -256,7 +256,9 @@ def test_export_and_serving_per_series(forecaster):
             load_test(running.url, "plant", concurrency=2, requests=4, protocol=protocol)
             for protocol in ("native", "v2")
         ]
-    assert described["input_details"] == {"series": sorted(NAMES), "series_count": 3}
+    details = described["input_details"]
+    assert details["series"] == sorted(NAMES) and details["series_count"] == 3
+    assert details["window"] == 48 and len(details["columns"]) == 1
     assert [(run.sent, run.ok) for run in made_up] == [(4, 4), (4, 4)]
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]

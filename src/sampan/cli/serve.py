@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,10 @@ def serve(
             f"--model-settings names {', '.join(unknown)}: no such model here (serving "
             f"{', '.join(sorted(names))}; the store holds {', '.join(store.names()) or 'none'})."
         )
-    if not (0 < max_body_mb <= 4096):  # also false for NaN
-        raise ConfigError(f"--max-body-mb must be > 0 and at most 4096 (got {max_body_mb}).")
+    if not (0.001 <= max_body_mb <= 4096):  # also false for NaN
+        raise ConfigError(
+            f"--max-body-mb must be at least 0.001 (1 KiB) and at most 4096 (got {max_body_mb})."
+        )
     certfile, keyfile = _tls(ssl_certfile, ssl_keyfile)
     scheme = "https" if certfile else "http"
     settings = ServeSettings(
@@ -167,7 +170,8 @@ def serve(
     # SIGTERM: readiness 503 and new requests refused while the batches in flight finish,
     # then uvicorn stops (see sampan.serving.drain)
     server = DrainingServer(config, app.state.host, timeout_s=longest)
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):  # should uvicorn re-raise a drained Ctrl-C
+        server.run()
     if not server.started:  # as uvicorn.run exits: the reason (a model, the port) is logged
         raise SystemExit(3)
 
@@ -188,7 +192,10 @@ def _tls(certfile: Path | None, keyfile: Path | None) -> tuple[str | None, str |
         if not path.is_file():
             raise ConfigError(f"{flag} {path}: no such file.")
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+        # no password: an encrypted key fails here rather than prompting on the terminal
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            certfile, keyfile, password=lambda: b""
+        )
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(
             f"Cannot serve HTTPS with --ssl-certfile {certfile} and --ssl-keyfile {keyfile}: "

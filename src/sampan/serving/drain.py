@@ -7,11 +7,13 @@ uvicorn stop accepting and close connections. Stopping at once would close conne
 request had arrived but not yet been read: those requests would get no answer at all.
 A second signal stops at once.
 
-uvicorn then closes idle keep-alive connections and waits for them to go. Over TLS a close
-waits for the client's close_notify (asyncio's and uvloop's ssl_shutdown_timeout: 30 s, which
-uvicorn does not expose), and a pooled client that is not reading never sends it: every
-shutdown would take 30 s. So connections still closing close_wait_s after shutdown began are
-aborted; connections with a request in flight are not closing, and are left to finish.
+uvicorn then closes idle keep-alive connections (and each busy one once its answer is
+written) and waits for them to go. Over TLS a close waits for the client's close_notify
+(asyncio's and uvloop's ssl_shutdown_timeout: 30 s, which uvicorn does not expose), and a
+pooled client that is not reading never sends it: every shutdown would take 30 s. So during
+the stop a connection that has been closing with nothing left to write for close_wait_s is
+aborted. One with a request in flight is not closing, and one still writing an answer (a
+slow reader) keeps its bytes: both are left to finish, within uvicorn's own bound.
 """
 
 from __future__ import annotations
@@ -52,12 +54,25 @@ class DrainingServer(uvicorn.Server):
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
 
-    async def _abort_half_closed(self) -> None:
-        await asyncio.sleep(self.close_wait_s)
-        for connection in list(self.server_state.connections):
-            transport = getattr(connection, "transport", None)
-            if transport is not None and transport.is_closing():
-                transport.abort()
+    async def _abort_half_closed(self, every_s: float = 0.1) -> None:
+        """Until cancelled: abort the connections closing with nothing left to write since
+        close_wait_s ago (each is only waiting for its client's TLS close)."""
+        since: dict[Any, float] = {}  # connection -> when it was first seen so
+        while True:
+            now = time.monotonic()
+            waiting = {}
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if (
+                    transport is not None
+                    and transport.is_closing()
+                    and not transport.get_write_buffer_size()
+                ):
+                    waiting[connection] = first = since.get(connection, now)
+                    if now - first >= self.close_wait_s:
+                        transport.abort()
+            since = waiting
+            await asyncio.sleep(every_s)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:  # a second signal: stop now

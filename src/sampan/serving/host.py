@@ -153,6 +153,11 @@ class ServedModel:
         """The preprocessing contract with what it names in the package loaded (tokenizer)."""
         return self.task.bind(self.package.manifest.preprocessing, self.package.path)
 
+    @functools.cached_property
+    def input_details(self) -> dict[str, Any]:
+        """What a caller must know to send an input, beyond its shape (the task's)."""
+        return self.task.input_details(self.contract)
+
     @property
     def takes_text(self) -> bool:
         """Whether raw inputs are texts: the task's network takes named inputs (token ids and
@@ -198,9 +203,7 @@ class ServedModel:
         before the model is ready: first runs allocate memory and pick kernels (seconds on a
         GPU, a TensorRT engine's build), which callers should not wait for, and a model whose
         engine cannot run fails its load instead of its first callers' requests."""
-        example = self.task.example_json(
-            self.engine.input_shape, self.task.input_details(self.contract)
-        )
+        example = self.task.example_json(self.engine.input_shape, self.input_details)
         if example is None:
             return
         started = time.perf_counter()
@@ -254,7 +257,7 @@ class ServedModel:
             "max_wait_ms": self.settings.max_wait_ms,
             "max_queue": self.settings.max_queue,
             "timeout_s": self.settings.timeout_s,
-            "input_details": self.task.input_details(self.contract),
+            "input_details": self.input_details,
         }
 
 

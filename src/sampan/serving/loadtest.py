@@ -148,10 +148,15 @@ def _fetch(
             status, text = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise SampanError(
+                f"TLS with {url} failed: {reason.verify_message or reason}. For a certificate "
+                "a private CA signed, give --cacert CA.pem."
+            ) from None
         if isinstance(reason, ssl.SSLError):
             raise SampanError(
-                f"TLS with {url} failed: {getattr(reason, 'verify_message', None) or reason}. "
-                "For a certificate a private CA signed, give --cacert CA.pem."
+                f"TLS with {url} failed: {reason.reason or reason}. Is it an https server "
+                "(else give http://)?"
             ) from None
         raise SampanError(
             f"Cannot reach {url}: {reason}. Is the server running (sampan serve)?"
@@ -389,7 +394,8 @@ class _Run:
 
 async def _caller(
     target: Target, payload: bytes, run: _Run, timeout: float, secure: ssl.SSLContext | None
-) -> None:
+) -> list[_Connection]:
+    """One caller's requests; returns its connections still closing."""
     parts = target.parts
     host, port = parts.hostname or "", parts.port or (443 if secure else 80)
     connection: _Connection | None = None
@@ -429,11 +435,7 @@ async def _caller(
             _drop(connection, dropped)
             connection = None
     _drop(connection, dropped)
-    # a TLS connection's close (its close_notify) runs on the loop: let it end before the
-    # loop does, or it is left half closed and warned about
-    closing = [c.lost for c in dropped if not c.lost.done()]
-    if closing:
-        await asyncio.wait(closing, timeout=1)
+    return dropped
 
 
 async def _connect(
@@ -469,8 +471,13 @@ async def _run(
     started = time.perf_counter()
     run = _Run(requests, started, started + duration, rate)
     callers = (_caller(target, payload, run, timeout, secure) for _ in range(concurrency))
-    await asyncio.gather(*callers)
+    dropped = await asyncio.gather(*callers)
     seconds = max(time.perf_counter() - started, 1e-9)
+    # a TLS connection's close (its close_notify) runs on the loop: let it end before the
+    # loop does (not counted in the run's time), or it is left half closed and warned about
+    closing = [c.lost for connections in dropped for c in connections if not c.lost.done()]
+    if closing:
+        await asyncio.wait(closing, timeout=1)
     answered = len(run.latencies)
     # per second of the time answers came in: a request that ends in a timeout after the
     # last answer must not make the rate look lower

@@ -21,6 +21,7 @@ network never sees slots 1-3; the loss reads slot 0.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -329,19 +330,24 @@ class TimeSeriesForecast(Task):
         return super().as_inputs(inputs)
 
     def input_details(self, contract: dict[str, Any]) -> dict[str, Any]:
-        """For a model trained per series: the ids it knows (the first SERIES_SHOWN, sorted as
-        text) and how many there are, since each input must name one."""
-        if not contract.get("series_column") or not contract.get("series"):
-            return {}
-        ids = sorted(contract["series"])
-        return {"series": ids[:SERIES_SHOWN], "series_count": len(ids)}
+        """The readings a window holds (window, and the columns in order) and, for a model
+        trained per series, the ids it knows (the first SERIES_SHOWN, sorted as text) and how
+        many there are, since each input must name one."""
+        details = {"window": contract["window"], "columns": list(contract["columns"])}
+        if contract.get("series_column") and contract.get("series"):
+            ids = contract["series"]
+            details["series"] = heapq.nsmallest(SERIES_SHOWN, ids)
+            details["series_count"] = len(ids)
+        return details
 
     def example_json(
         self, input_shape: Sequence[int], details: Mapping[str, Any] | None = None
     ) -> Any:
-        """A window of sine readings, (window, columns) as the model takes it; for a model
-        trained per series, one of the first series its details name."""
+        """A window of sine readings, (window, columns) as the model takes it (the details'
+        window where given: a model trained per series takes two rows of statistics more);
+        for a model trained per series, the first series its details name."""
         window, columns = input_shape
+        window = int((details or {}).get("window", window))
         wave = np.sin(np.arange(window)[:, None] / 4 + np.arange(columns)).round(4)
         readings = wave[:, 0].tolist() if columns == 1 else wave.tolist()
         known = (details or {}).get("series")

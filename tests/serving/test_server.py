@@ -66,6 +66,16 @@ def test_v2_with_tritonclient(server, digits_holdout):
     json_out = triton.InferRequestedOutput("output", binary_data=False)
     result = client.infer("digits", [tensor], outputs=[json_out])
     assert np.allclose(result.as_numpy("output"), expected, atol=1e-5)
+    # Compressed requests and answers asked for, as the client offers them.
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer(
+            "digits",
+            [tensor],
+            outputs=[json_out],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+        assert np.allclose(result.as_numpy("output"), expected, atol=1e-5)
     # The protocol's versioned paths: the version loaded answers, another is not found.
     version = meta["versions"][0]
     assert client.is_model_ready("digits", version)
@@ -146,6 +156,41 @@ def test_a_body_without_a_declared_length_is_limited_as_it_streams(server, digit
     body = json.dumps({"instances": [base64.b64encode(png).decode()]}).encode()
     small = httpx.post(url, content=iter([body[:10], body[10:]]))
     assert small.status_code == 200 and small.json()["predictions"][0]["label"]
+
+
+def test_compressed_bodies_are_inflated_within_the_limit(server, digits_holdout):
+    import gzip
+    import zlib
+
+    url = f"{server.url}/v1/models/digits:predict"
+    body = json.dumps({"instances": [b64(sorted(digits_holdout.glob("*/*.png"))[0])]}).encode()
+    plain = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    raw_deflate = zlib.compressobj(wbits=-15)
+    for encoding, data in (
+        ("gzip", gzip.compress(body)),
+        ("GZip", gzip.compress(body[:50]) + gzip.compress(body[50:])),  # two members
+        ("deflate", zlib.compress(body)),
+        ("deflate", raw_deflate.compress(body) + raw_deflate.flush()),
+    ):
+        answer = httpx.post(url, content=data, headers={"Content-Encoding": encoding})
+        assert answer.status_code == 200, (encoding, answer.text)
+        assert answer.json()["predictions"] == plain.json()["predictions"]
+    bomb = gzip.compress(b" " * (3 * 2**20))  # 3 MiB of spaces in 3 KiB; the limit is 2 MiB
+    for encoding, data, status, message in (
+        ("gzip", bomb, 413, "inflates to over the 2,097,152-byte limit"),
+        ("gzip", gzip.compress(body)[:-12], 400, "not valid gzip data"),  # cut short
+        ("gzip", b"not gzip at all", 400, "not valid gzip data"),
+        ("br", body, 415, "Content-Encoding 'br' is not supported; send gzip, deflate"),
+    ):
+        answer = httpx.post(url, content=data, headers={"Content-Encoding": encoding})
+        assert answer.status_code == status and message in answer.json()["error"], answer.text
+    # over INLINE_INFLATE compressed bytes: inflated in a thread, then read as the body it is
+    noise = gzip.compress(np.random.default_rng(0).bytes(100_000))
+    answer = httpx.post(url, content=noise, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
+    identity = httpx.post(url, content=body, headers={"Content-Encoding": "identity"})
+    assert identity.status_code == 200
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200  # still serving
 
 
 def test_decompression_bomb_is_refused(server, monkeypatch):
@@ -617,6 +662,23 @@ def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_traceback(server, caplog
         time.sleep(0.1)
     assert 'sampan_requests_total{code="499",model="-",protocol="v1"} 1.0' in metrics
     assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+
+
+def test_inflate_bounds_what_it_writes():
+    import gzip
+    import zlib
+
+    from sampan.serving.middleware import TooLarge, inflate
+
+    gz = 16 + zlib.MAX_WBITS
+    assert inflate(gzip.compress(b"a" * 100), gz, 100) == b"a" * 100  # exactly the limit
+    with pytest.raises(TooLarge):
+        inflate(gzip.compress(b"a" * 101), gz, 100)
+    with pytest.raises(TooLarge):  # the limit holds across members
+        inflate(gzip.compress(b"a" * 60) * 2, gz, 100)
+    assert inflate(gzip.compress(b"a" * 60) * 2, gz, 120) == b"a" * 120
+    with pytest.raises(zlib.error):
+        inflate(zlib.compress(b"abc")[:-3], zlib.MAX_WBITS, 100)  # truncated
 
 
 def test_a_declared_length_does_not_hide_a_chunked_body_from_the_limit():

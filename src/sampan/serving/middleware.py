@@ -1,12 +1,15 @@
-"""Plain ASGI middleware of the server: body-size limit and access log + request metrics."""
+"""Plain ASGI middleware of the server: body-size limit (and compressed bodies' inflation) and
+access log + request metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+import zlib
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,8 +51,22 @@ class TooLarge(Exception):
     """Raised from BodyLimit's receive when a streamed body passes the limit."""
 
 
+# Content-Encoding of request bodies -> zlib's wbits (tritonclient's request_compression_algorithm
+# sends gzip or deflate, as Triton accepts). HTTP's "deflate" is the zlib format; a raw deflate
+# stream (some clients send that) is tried when the zlib header is not there.
+INLINE_INFLATE = 64 * 1024  # compressed bytes inflated on the event loop; more go to a thread
+_INFLATE = {
+    b"gzip": 16 + zlib.MAX_WBITS,
+    b"x-gzip": 16 + zlib.MAX_WBITS,
+    b"deflate": zlib.MAX_WBITS,
+}
+
+
 class BodyLimit:
-    """413 for a body over max_bytes: by Content-Length at once, else while it streams."""
+    """413 for a body over max_bytes: by Content-Length at once, else while it streams. A body
+    sent gzip- or deflate-encoded is inflated here, to at most max_bytes (a small compressed
+    body can hold gigabytes), and reaches the app as a plain body; other encodings get 415.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -59,15 +76,21 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         message = {"error": f"The request body is over the {self.max_bytes:,}-byte limit."}
-        declared = None
+        declared, encoding, chunked = None, None, False
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit():
                 declared = int(value)
             elif key == b"transfer-encoding":  # some servers let it win over the length
-                declared = None
-                break
+                chunked = True
+            elif key == b"content-encoding" and value.strip().lower() != b"identity":
+                encoding = value.strip().lower()
+        if chunked:
+            declared = None
         if declared is not None and declared > self.max_bytes:
             await _send_json(send, 413, message)
+            return
+        if encoding is not None:
+            await self._inflated(scope, receive, send, encoding, message)
             return
         if declared is not None:
             # The server reads exactly Content-Length bytes as this body (more would be the
@@ -96,6 +119,93 @@ class BodyLimit:
         except TooLarge:
             if not started:
                 await _send_json(send, 413, message)
+
+    async def _inflated(
+        self, scope: Scope, receive: Receive, send: Send, encoding: bytes, too_large: dict[str, Any]
+    ) -> None:
+        """The app called with the body inflated, or a 4xx answer."""
+        wbits = _INFLATE.get(encoding)
+        if wbits is None:
+            name = encoding.decode("latin-1")
+            await _send_json(
+                send,
+                415,
+                {
+                    "error": f"Content-Encoding {name!r} is not supported; send gzip, deflate or "
+                    "an uncompressed body."
+                },
+            )
+            return
+        chunks, seen = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # the caller hung up: nobody to answer
+            chunks.append(msg.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
+                await _send_json(send, 413, too_large)
+                return
+            if not msg.get("more_body"):
+                break
+        data = b"".join(chunks)
+        try:
+            if len(data) <= INLINE_INFLATE:
+                body = inflate(data, wbits, self.max_bytes)
+            else:  # megabytes: off the event loop
+                body = await asyncio.to_thread(inflate, data, wbits, self.max_bytes)
+        except TooLarge:
+            await _send_json(
+                send,
+                413,
+                {"error": f"The request body inflates to over the {self.max_bytes:,}-byte limit."},
+            )
+            return
+        except zlib.error as exc:
+            name = encoding.decode("latin-1")
+            await _send_json(
+                send, 400, {"error": f"The request body is not valid {name} data ({exc})."}
+            )
+            return
+        drop = (b"content-encoding", b"content-length", b"transfer-encoding")
+        headers = [(k, v) for k, v in scope["headers"] if k not in drop]
+        headers.append((b"content-length", str(len(body)).encode()))
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # what comes after the body: a disconnect
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app({**scope, "headers": headers}, replay, send)
+
+
+def inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    """data decompressed (every gzip member of it; deflate as zlib, else raw), TooLarge past
+    limit bytes, zlib.error for a broken or truncated stream."""
+    out: list[bytes] = []
+    size = 0
+    raw_tried = False
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(data, limit + 1 - size)
+        except zlib.error:
+            if wbits != zlib.MAX_WBITS or raw_tried or out:
+                raise
+            wbits, raw_tried = -zlib.MAX_WBITS, True  # a raw deflate stream
+            continue
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise TooLarge
+        out.append(part)
+        if not inflater.eof:
+            raise zlib.error("the stream ends early")
+        data = inflater.unused_data
+        if not data or wbits != 16 + zlib.MAX_WBITS:  # more gzip members follow
+            return b"".join(out)
 
 
 class AccessLog:

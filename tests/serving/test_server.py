@@ -66,6 +66,25 @@ def test_v2_with_tritonclient(server, digits_holdout):
     json_out = triton.InferRequestedOutput("output", binary_data=False)
     result = client.infer("digits", [tensor], outputs=[json_out])
     assert np.allclose(result.as_numpy("output"), expected, atol=1e-5)
+    # The classification extension: per row the 3 highest scores, "score:index:label".
+    labels = model.labels
+    for binary in (True, False):
+        top = triton.InferRequestedOutput("output", binary_data=binary, class_count=3)
+        got = client.infer("digits", [tensor], outputs=[top]).as_numpy("output")
+        assert got.shape == (3, 3)
+        for row, scores in zip(got, expected):
+            order = np.argsort(-scores)[:3]
+            parts = [(x.decode() if binary else x).split(":") for x in row]  # JSON: str
+            assert [int(p[1]) for p in parts] == list(order)
+            assert [p[2] for p in parts] == [labels[i] for i in order]
+            assert np.allclose([float(p[0]) for p in parts], scores[order], atol=1e-5)
+    assert "classification" in client.get_server_metadata()["extensions"]
+    config = client.get_model_config("digits")
+    assert config["max_batch_size"] == server.host.get("digits").batcher.max_batch_size
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [1, 16, 16]}]
+    assert config["output"][0]["dims"] == [len(labels)]
+    with pytest.raises(triton_utils.InferenceServerException, match="Not Found"):
+        client.get_inference_statistics("digits")  # not served: an error the client can read
     # Compressed requests and answers asked for, as the client offers them.
     for algorithm in ("gzip", "deflate"):
         result = client.infer(
@@ -86,6 +105,9 @@ def test_v2_with_tritonclient(server, digits_holdout):
     assert not client.is_model_ready("digits", "999")
     with pytest.raises(triton_utils.InferenceServerException, match="version 999 is not loaded"):
         client.infer("digits", [tensor], model_version="999")
+
+
+ZEROS = {"name": "input", "shape": [1, 1, 16, 16], "datatype": "FP32", "data": [0.0] * 256}
 
 
 @pytest.mark.parametrize(
@@ -137,6 +159,20 @@ def test_v2_with_tritonclient(server, digits_holdout):
             "needs 256",
         ),
         ("/v1/models/digits:predict", {"content": b"x" * (3 * 2**20)}, 413, "byte limit"),
+        *(
+            (
+                "/v2/models/digits/infer",
+                {"json": {"inputs": [ZEROS], "outputs": outputs}},
+                400,
+                message,
+            )
+            for outputs, message in (
+                ([{"name": "scores"}], "has one output, 'output'; not 'scores'"),
+                ([{"name": "output", "parameters": {"classification": 0}}], "whole number >= 1"),
+                ({"name": "output"}, "'outputs' must be a list of objects"),
+            )
+        ),
+        ("/v2/no/such/path", {"json": {}}, 404, "Not Found"),
     ],
 )
 def test_bad_requests_get_clear_4xx(server, path, kwargs, status, message):

@@ -222,9 +222,24 @@ def test_export_and_serving(forecaster):
                 ]
             },
         )
+        classes = httpx.post(
+            f"{running.url}/v2/models/line3/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 48, 2],
+                        "datatype": "FP32",
+                        "data": window.astype(np.float32).ravel().tolist(),
+                    }
+                ],
+                "outputs": [{"name": "output", "parameters": {"classification": 2}}],
+            },
+        )
         metadata = httpx.get(f"{running.url}/v2/models/line3").json()
         made_up = load_test(running.url, "line3", concurrency=2, requests=4)  # its own window
     assert metadata["outputs"][0]["shape"] == [-1, 12, 2]  # horizon x columns
+    assert classes.status_code == 400 and "line3 is not a classifier" in classes.json()["error"]
     assert got.shape == (2, 12, 2) and np.abs(got[0] - expected[0]).max() < 1e-3
     assert short.status_code == 400 and "needs the last 48" in short.json()["error"]
     assert v2.status_code == 200, v2.text

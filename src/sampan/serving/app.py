@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
@@ -223,6 +224,12 @@ def build_app(
     @app.exception_handler(ClientDisconnect)
     async def handled(request: Request, exc: SampanError | ClientDisconnect) -> Response:
         return _handled(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # {"error": ...} as every other answer of this server (and as Triton's clients read
+        # errors), not FastAPI's {"detail": ...}: an unknown path, a method not allowed
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     protocols = [
         rest.router(host),

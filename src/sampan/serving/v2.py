@@ -6,6 +6,11 @@ little-endian length followed by its bytes. Texts go through the task's decode a
 A time-series model trained per series takes two tensors: "input", the windows [N, W, C], and
 "series", a BYTES (or INT64/INT32) tensor [N] naming each window's series; both go through the
 task's decode (which refuses a series it was not trained on) and collate.
+
+Of the protocol's extensions (as Triton names them in its server metadata): binary_tensor_data;
+classification (an output asked for with parameters {"classification": K} answers, per row,
+the K highest scores as BYTES "score:index:label", highest first, as Triton does); and
+model_configuration (GET .../config: a Triton-style configuration of what is served).
 """
 
 from __future__ import annotations
@@ -209,6 +214,50 @@ def _split_bytes(binary: bytes) -> list[bytes]:
     return elements
 
 
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+TRITON_TYPES = {"BYTES": "TYPE_STRING", **{k: f"TYPE_{k}" for k in DATATYPES}}
+
+
+def requested_classes(body: dict[str, Any], served: ServedModel) -> int | None:
+    """K of the classification extension, when the request's output asks for it; the outputs
+    a request may name are the model's one, "output"."""
+    requested = body.get("outputs")
+    if requested is None:
+        return None
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise DataError("'outputs' must be a list of objects, each naming an output.")
+    classes = None
+    for entry in requested:
+        if entry.get("name") != "output":
+            raise DataError(f"{served.name} has one output, 'output'; not {entry.get('name')!r}.")
+        value = (entry.get("parameters") or {}).get("classification")
+        if value is None:
+            continue
+        labels = served.package.manifest.labels
+        preprocessing = served.package.manifest.preprocessing
+        if not labels or served.task.output_shape(preprocessing, labels) != [len(labels)]:
+            raise DataError(
+                f"{served.name} is not a classifier: the classification parameter is for "
+                "models answering one score per label."
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"classification must be a whole number >= 1, not {value!r}.")
+        classes = min(value, len(labels))
+    return classes
+
+
+def classified(scores: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
+    """Per row, the k highest scores as "score:index:label" bytes, highest first: [N, k]."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.array(
+        [
+            [f"{row[i]:f}:{i}:{labels[i]}".encode() for i in order]
+            for row, order in zip(scores, top)
+        ],
+        dtype=object,
+    ).reshape(len(scores), k)
+
+
 def _wants_binary(body: dict[str, Any]) -> bool:
     """Binary output when the request's parameters or its 'output' entry ask for it."""
     if (body.get("parameters") or {}).get("binary_data_output"):
@@ -221,7 +270,10 @@ def _wants_binary(body: dict[str, Any]) -> bool:
 
 
 def _binary_response(result: dict[str, Any], outputs: np.ndarray) -> Response:
-    data = np.ascontiguousarray(outputs).tobytes()
+    if outputs.dtype == object:  # BYTES: each element's length (4 bytes, little-endian) first
+        data = b"".join(struct.pack("<I", len(x)) + x for x in outputs.ravel())
+    else:
+        data = np.ascontiguousarray(outputs).tobytes()
     entry = result["outputs"][0]
     del entry["data"]
     entry["parameters"] = {"binary_data_size": len(data)}
@@ -327,7 +379,7 @@ def router(host: ModelHost) -> APIRouter:
     async def server_metadata() -> dict[str, Any]:
         from sampan import __version__
 
-        return {"name": "sampan", "version": __version__, "extensions": []}
+        return {"name": "sampan", "version": __version__, "extensions": EXTENSIONS}
 
     @api.get("/v2/health/live", summary="Liveness")
     async def live() -> dict[str, Any]:
@@ -377,6 +429,48 @@ def router(host: ModelHost) -> APIRouter:
             "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, *shape]}],
         }
 
+    @api.get("/v2/models/{name}/versions/{version}/config", summary="Configuration, by version")
+    async def version_config(name: str, version: str) -> dict[str, Any]:
+        return _config(loaded_version(host, name, version))
+
+    @api.get("/v2/models/{name}/config", summary="Model configuration (Triton's extension)")
+    async def config(name: str) -> dict[str, Any]:
+        return _config(host.get(name))
+
+    def _config(served: ServedModel) -> dict[str, Any]:
+        """What is served, as Triton's model configuration says it: dims without the batch
+        axis (max_batch_size > 0), the dynamic batcher's delay, the engine instances."""
+        meta = _metadata(served)
+
+        def tensors(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "name": t["name"],
+                    "data_type": TRITON_TYPES[t["datatype"]],
+                    "dims": t["shape"][1:] or [1],
+                }
+                for t in entries
+            ]
+
+        kind = "KIND_CPU" if served.engine.device == "cpu" else "KIND_GPU"
+        return {
+            "name": served.name,
+            "version": meta["versions"][0],
+            "platform": meta["platform"],
+            "backend": meta["platform"],
+            "max_batch_size": served.batcher.max_batch_size,
+            "input": tensors(meta["inputs"]),
+            "output": tensors(meta["outputs"]),
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": int(served.settings.max_wait_ms * 1000),
+                "default_queue_policy": {
+                    "max_queue_size": served.settings.max_queue,
+                    "default_timeout_microseconds": int(served.settings.timeout_s * 1e6),
+                },
+            },
+            "instance_group": [{"count": len(served.engines), "kind": kind}],
+        }
+
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="Readiness of a version")
     async def version_ready(name: str, version: str) -> JSONResponse:
         return _ready(name, version)
@@ -414,6 +508,7 @@ def router(host: ModelHost) -> APIRouter:
             raise DataError(f"{name} takes exactly one input tensor in 'inputs'.")
         else:
             rows = await _rows(served, body["inputs"][0], binary)
+        classes = requested_classes(body, served)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
         answered = str(served.package.manifest.version)
@@ -422,15 +517,21 @@ def router(host: ModelHost) -> APIRouter:
                 f"{name} version {version} was replaced by version {answered} while this "
                 "request waited; send it again to the version now loaded."
             )
+        if classes is not None:
+            outputs = classified(outputs, classes, served.package.manifest.labels)
         result: dict[str, Any] = {
             "model_name": name,
             "model_version": answered,
             "outputs": [
                 {
                     "name": "output",
-                    "datatype": NAMES[outputs.dtype.name],
+                    "datatype": "BYTES" if classes is not None else NAMES[outputs.dtype.name],
                     "shape": list(outputs.shape),
-                    "data": outputs.ravel().tolist(),
+                    "data": (
+                        [x.decode() for x in outputs.ravel()]
+                        if classes is not None
+                        else outputs.ravel().tolist()
+                    ),
                 }
             ],
         }

@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+
+
+def serve_process(home, ref: str, port: int, log_file, *flags: str) -> subprocess.Popen:
+    """`sampan serve` of ref on onnxruntime in its own process, its output to log_file; SIGINT
+    as in a terminal (a test runner started in the background ignores it, and its children
+    would inherit that)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sampan.cli.main",
+            "serve",
+            "--models",
+            ref,
+            "--port",
+            str(port),
+            "--backend",
+            "onnxruntime",
+            *flags,
+        ],
+        env={**os.environ, "SAMPAN_HOME": str(home)},
+        stdout=log_file,
+        stderr=log_file,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving.conftest import RunningServer, free_port
+from tests.serving.conftest import RunningServer, free_port, serve_process
 
 
 def b64(path: Path) -> str:
@@ -436,36 +436,14 @@ def test_drain_answers_in_flight_requests_and_refuses_new_ones(serve_home, digit
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
 def test_sigterm_stops_the_server_process_gracefully(serve_home, tmp_path, stop):
-    import os
     import signal
-    import subprocess
-    import sys
     import time
 
     home, onnx_ref, _ = serve_home
     port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sampan.cli.main",
-                "serve",
-                "--models",
-                onnx_ref,
-                "--port",
-                str(port),
-                "--backend",
-                "onnxruntime",
-            ],
-            env={**os.environ, "SAMPAN_HOME": str(home)},
-            stdout=log_file,
-            stderr=log_file,
-            # as in a terminal: a test runner started in the background ignores SIGINT, and
-            # its children would inherit that
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        proc = serve_process(home, onnx_ref, port, log_file)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -4,11 +4,9 @@ certificate a test CA (trustme) signed for 127.0.0.1; and the flags' one-line er
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from sampan.errors import ConfigError, SampanError
-from tests.serving.conftest import free_port
+from tests.serving.conftest import free_port, serve_process
 from tests.serving.test_server import b64
 
 
@@ -48,30 +46,19 @@ def test_serve_https_and_load_test_it(serve_home, digits_holdout, certificates, 
     log_path = tmp_path / "server.log"
     with contextlib.ExitStack() as stack:
         log_file = stack.enter_context(log_path.open("w"))
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sampan.cli.main",
-                "serve",
-                "--models",
-                onnx_ref,
-                "--port",
-                str(port),
-                "--backend",
-                "onnxruntime",
-                "--auth",
-                "off",
-                "--max-body-mb",
-                "0.5",
-                "--ssl-certfile",
-                str(certificates["cert.pem"]),
-                "--ssl-keyfile",
-                str(certificates["key.pem"]),
-            ],
-            env={**os.environ, "SAMPAN_HOME": str(home)},
-            stdout=log_file,
-            stderr=log_file,
+        proc = serve_process(
+            home,
+            onnx_ref,
+            port,
+            log_file,
+            "--auth",
+            "off",
+            "--max-body-mb",
+            "0.5",
+            "--ssl-certfile",
+            str(certificates["cert.pem"]),
+            "--ssl-keyfile",
+            str(certificates["key.pem"]),
         )
         try:
             trusted = ssl.create_default_context(cafile=str(certificates["ca.pem"]))

@@ -209,33 +209,16 @@ def test_export_and_serving(forecaster):
         assert answer.status_code == 200, answer.text
         got = np.array([p["forecast"] for p in answer.json()["predictions"]])
         short = httpx.post(url, json={"instances": [window[:5].tolist()]})
-        v2 = httpx.post(
-            f"{running.url}/v2/models/line3/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [1, 48, 2],
-                        "datatype": "FP32",
-                        "data": window.astype(np.float32).ravel().tolist(),
-                    }
-                ]
-            },
-        )
-        classes = httpx.post(
-            f"{running.url}/v2/models/line3/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [1, 48, 2],
-                        "datatype": "FP32",
-                        "data": window.astype(np.float32).ravel().tolist(),
-                    }
-                ],
-                "outputs": [{"name": "output", "parameters": {"classification": 2}}],
-            },
-        )
+        tensor = {
+            "name": "input",
+            "shape": [1, 48, 2],
+            "datatype": "FP32",
+            "data": window.astype(np.float32).ravel().tolist(),
+        }
+        infer = f"{running.url}/v2/models/line3/infer"
+        v2 = httpx.post(infer, json={"inputs": [tensor]})
+        top_2 = [{"name": "output", "parameters": {"classification": 2}}]
+        classes = httpx.post(infer, json={"inputs": [tensor], "outputs": top_2})
         metadata = httpx.get(f"{running.url}/v2/models/line3").json()
         made_up = load_test(running.url, "line3", concurrency=2, requests=4)  # its own window
     assert metadata["outputs"][0]["shape"] == [-1, 12, 2]  # horizon x columns

@@ -520,6 +520,39 @@ def test_admin_endpoints_load_replace_and_unload_models(serve_home, digits_holdo
         assert httpx.delete(f"{admin}/digits", headers=auth).status_code == 404
 
 
+def test_tritonclient_loads_and_unloads_through_the_repository_extension(serve_home):
+    import tritonclient.http as triton
+    import tritonclient.utils as triton_utils
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, int8_ref = serve_home
+    settings = ServeSettings(backend="onnxruntime", admin_token="s3cret")
+    app = build_app([onnx_ref], settings, Store(home))
+    auth = {"Authorization": "Bearer s3cret"}
+    with RunningServer(app, free_port()) as running:
+        client = triton.InferenceServerClient(url=running.url.removeprefix("http://"))
+        assert "model_repository" in client.get_server_metadata()["extensions"]
+        with pytest.raises(triton_utils.InferenceServerException, match="admin token"):
+            client.get_model_repository_index()
+        with pytest.raises(triton_utils.InferenceServerException, match="admin token"):
+            client.unload_model("digits", headers={"Authorization": "Bearer wrong"})
+        index = client.get_model_repository_index(headers=auth)
+        client.load_model("digits", headers=auth)  # the latest: the INT8 version
+        latest = client.get_model_metadata("digits")["versions"]
+        client.unload_model("digits", headers=auth)
+        unloaded = client.is_model_ready("digits")
+        after = client.get_model_repository_index(headers=auth)
+        with pytest.raises(triton_utils.InferenceServerException, match="No package named"):
+            client.load_model("nope", headers=auth)
+    assert index == [{"name": "digits", "version": onnx_ref.split("@")[1], "state": "READY"}]
+    assert latest == [int8_ref.split("@")[1]]
+    assert not unloaded
+    assert after == [{"name": "digits", "state": "UNAVAILABLE", "reason": "unloaded"}]
+
+
 def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home, monkeypatch):
     """A v2 call to /versions/N that found version N loaded, and reaches the batcher only after
     N was replaced, is refused (404: send it again) rather than answered by the new version."""

@@ -4,6 +4,11 @@ Off unless the server was given an admin token (`sampan serve --admin-token`, or
 SAMPAN_ADMIN_TOKEN variable); every call then carries it as `Authorization: Bearer <token>`.
 The open API's per-application keys (apps, quotas) are a separate floor; this is the operator's
 switch for one server.
+
+The same switch serves Triton's model-repository extension, so tritonclient's
+get_model_repository_index, load_model and unload_model work unchanged (with the token in their
+headers): the index lists the store's packages, READY with the version loaded or UNAVAILABLE;
+load takes a package's latest version (replacing a loaded one, as above); unload drains first.
 """
 
 from __future__ import annotations
@@ -104,5 +109,38 @@ def router(host: ModelHost) -> APIRouter:
         await host.unload(name)
         await _audit(request, "model.unload", name)
         return {"unloaded": name}
+
+    @api.post("/v2/repository/index", summary="The store's models and their state (Triton)")
+    async def repository_index(request: Request) -> JSONResponse:
+        _authorize(host, request)
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError('The body is not valid JSON; send {} or {"ready": true}.') from None
+        only_ready = isinstance(body, dict) and body.get("ready") is True
+        index = []
+        for name in sorted(set(host.store.names()) | set(host.models)):
+            served = host.models.get(name)
+            if served is not None:
+                version = str(served.package.manifest.version)
+                index.append({"name": name, "version": version, "state": "READY"})
+            elif not only_ready:
+                index.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+        return JSONResponse(index)
+
+    @api.post("/v2/repository/models/{name}/load", summary="Load a model's latest (Triton)")
+    async def repository_load(name: str, request: Request) -> dict[str, Any]:
+        _authorize(host, request)
+        served = await host.load(check_model_name(name))
+        await _audit(request, "model.load", served.package.ref)
+        return {}
+
+    @api.post("/v2/repository/models/{name}/unload", summary="Unload a model (Triton)")
+    async def repository_unload(name: str, request: Request) -> dict[str, Any]:
+        _authorize(host, request)
+        await host.unload(name)
+        await _audit(request, "model.unload", name)
+        return {}
 
     return api

@@ -9,8 +9,9 @@ task's decode (which refuses a series it was not trained on) and collate.
 
 Of the protocol's extensions (as Triton names them in its server metadata): binary_tensor_data;
 classification (an output asked for with parameters {"classification": K} answers, per row,
-the K highest scores as BYTES "score:index:label", highest first, as Triton does); and
-model_configuration (GET .../config: a Triton-style configuration of what is served).
+the K highest scores as BYTES "score:index:label", highest first, as Triton does);
+model_configuration (GET .../config: a Triton-style configuration of what is served); and
+model_repository (in sampan.serving.admin, behind the admin token).
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def _split_bytes(binary: bytes) -> list[bytes]:
     return elements
 
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
 TRITON_TYPES = {"BYTES": "TYPE_STRING", **{k: f"TYPE_{k}" for k in DATATYPES}}
 
 

@@ -135,6 +135,8 @@ def test_paths_map_to_scopes():
     assert required_scope("/v2/models/digits/infer") == "predict:digits"
     assert required_scope("/v2/models/digits/versions/2/infer") == "predict:digits"
     assert required_scope("/v1/admin/models") == "admin"
+    assert required_scope("/v2/repository/models/digits/load") == "admin"
+    assert required_scope("/v2/repository/index") == "admin"
     assert required_scope("/v1/models") == "any"
     for open_path in ("/v2/health/ready", "/metrics", "/openapi.json", "/docs", "/"):
         assert required_scope(open_path) is None

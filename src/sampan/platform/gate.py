@@ -37,7 +37,7 @@ def required_scope(path: str) -> str | None:
     """What a path needs: None (open), 'any' valid key, 'admin', or 'predict:<model>'."""
     if path in ("/", "/console") or path.startswith(OPEN_PATHS):
         return None
-    if path.startswith("/v1/admin/"):
+    if path.startswith(("/v1/admin/", "/v2/repository/")):  # Triton's load/unload too
         return "admin"
     for verb in (":predict", ":stream"):
         if path.startswith("/v1/models/") and path.endswith(verb):

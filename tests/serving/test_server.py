@@ -172,7 +172,7 @@ ZEROS = {"name": "input", "shape": [1, 1, 16, 16], "datatype": "FP32", "data": [
                 ({"name": "output"}, "'outputs' must be a list of objects"),
             )
         ),
-        ("/v2/no/such/path", {"json": {}}, 404, "Not Found"),
+        ("/v2/no/such/path", {"json": {}}, 404, "Not Found: POST /v2/no/such/path."),
     ],
 )
 def test_bad_requests_get_clear_4xx(server, path, kwargs, status, message):
@@ -224,6 +224,8 @@ def test_compressed_bodies_are_inflated_within_the_limit(server, digits_holdout)
     noise = gzip.compress(np.random.default_rng(0).bytes(100_000))
     answer = httpx.post(url, content=noise, headers={"Content-Encoding": "gzip"})
     assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
+    empty = httpx.get(f"{server.url}/v2/health/live", headers={"Content-Encoding": "gzip"})
+    assert empty.status_code == 200  # no body: nothing to inflate
     identity = httpx.post(url, content=body, headers={"Content-Encoding": "identity"})
     assert identity.status_code == 200
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200  # still serving
@@ -547,10 +549,19 @@ def test_tritonclient_loads_and_unloads_through_the_repository_extension(serve_h
         after = client.get_model_repository_index(headers=auth)
         with pytest.raises(triton_utils.InferenceServerException, match="No package named"):
             client.load_model("nope", headers=auth)
+        with pytest.raises(triton_utils.InferenceServerException, match="not supported"):
+            client.load_model("digits", headers=auth, config='{"max_batch_size": 4}')
     assert index == [{"name": "digits", "version": onnx_ref.split("@")[1], "state": "READY"}]
     assert latest == [int8_ref.split("@")[1]]
     assert not unloaded
-    assert after == [{"name": "digits", "state": "UNAVAILABLE", "reason": "unloaded"}]
+    assert after == [
+        {
+            "name": "digits",
+            "version": int8_ref.split("@")[1],
+            "state": "UNAVAILABLE",
+            "reason": "unloaded",
+        }
+    ]
 
 
 def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home, monkeypatch):
@@ -715,7 +726,7 @@ def test_inflate_bounds_what_it_writes():
     import gzip
     import zlib
 
-    from sampan.serving.middleware import TooLarge, inflate
+    from sampan.serving.middleware import MAX_GZIP_MEMBERS, TooLarge, inflate
 
     gz = 16 + zlib.MAX_WBITS
     assert inflate(gzip.compress(b"a" * 100), gz, 100) == b"a" * 100  # exactly the limit
@@ -724,6 +735,11 @@ def test_inflate_bounds_what_it_writes():
     with pytest.raises(TooLarge):  # the limit holds across members
         inflate(gzip.compress(b"a" * 60) * 2, gz, 100)
     assert inflate(gzip.compress(b"a" * 60) * 2, gz, 120) == b"a" * 120
+    assert inflate(gzip.compress(b"abc") + b"\0" * 8, gz, 100) == b"abc"  # zero padding
+    assert inflate(b"", gz, 100) == b""
+    assert inflate(gzip.compress(b"") * MAX_GZIP_MEMBERS, gz, 100) == b""
+    with pytest.raises(zlib.error, match="more than 64 gzip members"):  # bounded work
+        inflate(gzip.compress(b"") * (MAX_GZIP_MEMBERS + 1), gz, 100)
     with pytest.raises(zlib.error):
         inflate(zlib.compress(b"abc")[:-3], zlib.MAX_WBITS, 100)  # truncated
 

@@ -13,6 +13,7 @@ load takes a package's latest version (replacing a loaded one, as above); unload
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
@@ -119,19 +120,34 @@ def router(host: ModelHost) -> APIRouter:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise DataError('The body is not valid JSON; send {} or {"ready": true}.') from None
         only_ready = isinstance(body, dict) and body.get("ready") is True
+        store = host.store
+
+        def latest() -> dict[str, int]:  # the store's folders: off the event loop
+            return {name: store.versions(name)[-1] for name in store.names()}
+
+        stored = await asyncio.to_thread(latest)
         index = []
-        for name in sorted(set(host.store.names()) | set(host.models)):
+        for name in sorted(set(stored) | set(host.models)):
             served = host.models.get(name)
             if served is not None:
                 version = str(served.package.manifest.version)
                 index.append({"name": name, "version": version, "state": "READY"})
             elif not only_ready:
-                index.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+                entry = {"name": name, "version": str(stored[name]), "state": "UNAVAILABLE"}
+                index.append({**entry, "reason": "unloaded"})
         return JSONResponse(index)
 
     @api.post("/v2/repository/models/{name}/load", summary="Load a model's latest (Triton)")
     async def repository_load(name: str, request: Request) -> dict[str, Any]:
         _authorize(host, request)
+        raw = await request.body()
+        if raw.strip():
+            body = await read_json_object(request, "{} (or no body)")
+            if body.get("parameters"):
+                raise DataError(
+                    "sampan loads packages from its store as they are: a load's config and "
+                    "files parameters are not supported; build a package and load that."
+                )
         served = await host.load(check_model_name(name))
         await _audit(request, "model.load", served.package.ref)
         return {}

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -225,11 +226,21 @@ def build_app(
     async def handled(request: Request, exc: SampanError | ClientDisconnect) -> Response:
         return _handled(exc)
 
+    # {"error": ...} as every other answer of this server (and as Triton's clients read
+    # errors), not FastAPI's {"detail": ...}: an unknown path, a method not allowed, a bad
+    # query parameter
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # {"error": ...} as every other answer of this server (and as Triton's clients read
-        # errors), not FastAPI's {"detail": ...}: an unknown path, a method not allowed
-        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+        message = f"{exc.detail}: {request.method} {request.url.path}."
+        return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return JSONResponse({"error": f"Invalid request: {problems}."}, 422)
 
     protocols = [
         rest.router(host),

@@ -182,13 +182,21 @@ class BodyLimit:
         await self.app({**scope, "headers": headers}, replay, send)
 
 
+MAX_GZIP_MEMBERS = 64  # each further member copies the rest of the body: bounded work
+
+
 def inflate(data: bytes, wbits: int, limit: int) -> bytes:
-    """data decompressed (every gzip member of it; deflate as zlib, else raw), TooLarge past
-    limit bytes, zlib.error for a broken or truncated stream."""
+    """data decompressed (every gzip member of it, up to MAX_GZIP_MEMBERS; deflate as zlib,
+    else raw), TooLarge past limit bytes, zlib.error for a broken or truncated stream. An
+    empty body stays empty; zero bytes after the last gzip member (padding) are ignored."""
+    if not data:
+        return b""
     out: list[bytes] = []
     size = 0
     raw_tried = False
     while True:
+        if len(out) == MAX_GZIP_MEMBERS:
+            raise zlib.error(f"more than {MAX_GZIP_MEMBERS} gzip members")
         inflater = zlib.decompressobj(wbits)
         try:
             part = inflater.decompress(data, limit + 1 - size)
@@ -204,7 +212,7 @@ def inflate(data: bytes, wbits: int, limit: int) -> bytes:
         if not inflater.eof:
             raise zlib.error("the stream ends early")
         data = inflater.unused_data
-        if not data or wbits != 16 + zlib.MAX_WBITS:  # more gzip members follow
+        if not data.strip(b"\0") or wbits != 16 + zlib.MAX_WBITS:  # else more gzip members
             return b"".join(out)
 
 

@@ -216,6 +216,7 @@ def _split_bytes(binary: bytes) -> list[bytes]:
 
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
+TRITON_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_libtorch"}
 TRITON_TYPES = {"BYTES": "TYPE_STRING", **{k: f"TYPE_{k}" for k in DATATYPES}}
 
 
@@ -453,11 +454,11 @@ def router(host: ModelHost) -> APIRouter:
                 for t in entries
             ]
 
-        kind = "KIND_CPU" if served.engine.device == "cpu" else "KIND_GPU"
+        device = served.engine.device.split(":")[0]
+        kind = {"cpu": "KIND_CPU", "cuda": "KIND_GPU", "rocm": "KIND_GPU"}.get(device, "KIND_MODEL")
         return {
             "name": served.name,
-            "version": meta["versions"][0],
-            "platform": meta["platform"],
+            "platform": TRITON_PLATFORMS.get(meta["platform"], meta["platform"]),
             "backend": meta["platform"],
             "max_batch_size": served.batcher.max_batch_size,
             "input": tensors(meta["inputs"]),
@@ -508,8 +509,8 @@ def router(host: ModelHost) -> APIRouter:
         elif not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
             raise DataError(f"{name} takes exactly one input tensor in 'inputs'.")
         else:
+            requested_classes(body, served)  # a bad "outputs" before any decoding
             rows = await _rows(served, body["inputs"][0], binary)
-        classes = requested_classes(body, served)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
         answered = str(served.package.manifest.version)
@@ -518,6 +519,7 @@ def router(host: ModelHost) -> APIRouter:
                 f"{name} version {version} was replaced by version {answered} while this "
                 "request waited; send it again to the version now loaded."
             )
+        classes = requested_classes(body, served)  # of the version that answered
         if classes is not None:
             outputs = classified(outputs, classes, served.package.manifest.labels)
         result: dict[str, Any] = {

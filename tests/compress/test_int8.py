@@ -36,12 +36,12 @@ def test_too_large_an_accuracy_drop_is_refused(exported):
     assert store.versions("digits") == before
 
 
-def test_fp16_keeps_accuracy_and_halves_the_size(exported, digits_holdout):
+def test_fp16_keeps_accuracy_and_halves_the_size(serve_home, digits_holdout):
     import numpy as np
 
     import sampan
 
-    home, onnx_ref, _ = exported
+    home, onnx_ref, _ = serve_home  # a copy: the session's exported store keeps its versions
     fp16 = compress(onnx_ref, method="fp16", store=Store(home))
     entry = fp16.manifest.exports["onnx"]
     assert entry["precision"] == "fp16" and fp16.manifest.lineage["operation"] == "compress:fp16"

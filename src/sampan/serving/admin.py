@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from sampan.errors import DataError, SampanError, Unauthorized
-from sampan.serving.host import ModelHost, check_model_name
+from sampan.serving.host import ModelHost, ServedModel, check_model_name
 
 
 class AdminDisabled(SampanError):
@@ -93,6 +93,15 @@ async def _audit(request: Request, action: str, target: str) -> None:
 def router(host: ModelHost) -> APIRouter:
     api = APIRouter(tags=["admin"])
 
+    async def _load(request: Request, ref: str) -> ServedModel:  # both protocols' load
+        served = await host.load(ref)
+        await _audit(request, "model.load", served.package.ref)
+        return served
+
+    async def _unload(request: Request, name: str) -> None:
+        await host.unload(name)
+        await _audit(request, "model.unload", name)
+
     @api.post(
         "/v1/admin/models",
         summary="Load a model from the store (replaces a loaded version of the same name)",
@@ -100,15 +109,12 @@ def router(host: ModelHost) -> APIRouter:
     )
     async def load_model(request: Request) -> dict[str, Any]:
         _authorize(host, request)
-        served = await host.load(await _ref(request))
-        await _audit(request, "model.load", served.package.ref)
-        return {"loaded": served.describe()}
+        return {"loaded": (await _load(request, await _ref(request))).describe()}
 
     @api.delete("/v1/admin/models/{name}", summary="Unload a model (its queue drains first)")
     async def unload_model(name: str, request: Request) -> dict[str, Any]:
         _authorize(host, request)
-        await host.unload(name)
-        await _audit(request, "model.unload", name)
+        await _unload(request, name)
         return {"unloaded": name}
 
     @api.post("/v2/repository/index", summary="The store's models and their state (Triton)")
@@ -148,15 +154,13 @@ def router(host: ModelHost) -> APIRouter:
                     "sampan loads packages from its store as they are: a load's config and "
                     "files parameters are not supported; build a package and load that."
                 )
-        served = await host.load(check_model_name(name))
-        await _audit(request, "model.load", served.package.ref)
+        await _load(request, check_model_name(name))
         return {}
 
     @api.post("/v2/repository/models/{name}/unload", summary="Unload a model (Triton)")
     async def repository_unload(name: str, request: Request) -> dict[str, Any]:
         _authorize(host, request)
-        await host.unload(name)
-        await _audit(request, "model.unload", name)
+        await _unload(request, name)
         return {}
 
     return api

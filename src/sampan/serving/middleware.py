@@ -193,7 +193,6 @@ def inflate(data: bytes, wbits: int, limit: int) -> bytes:
         return b""
     out: list[bytes] = []
     size = 0
-    raw_tried = False
     while True:
         if len(out) == MAX_GZIP_MEMBERS:
             raise zlib.error(f"more than {MAX_GZIP_MEMBERS} gzip members")
@@ -201,9 +200,9 @@ def inflate(data: bytes, wbits: int, limit: int) -> bytes:
         try:
             part = inflater.decompress(data, limit + 1 - size)
         except zlib.error:
-            if wbits != zlib.MAX_WBITS or raw_tried or out:
+            if wbits != zlib.MAX_WBITS or out:  # (a raw stream's wbits is -MAX_WBITS)
                 raise
-            wbits, raw_tried = -zlib.MAX_WBITS, True  # a raw deflate stream
+            wbits = -zlib.MAX_WBITS  # not zlib-wrapped: a raw deflate stream
             continue
         size += len(part)
         if size > limit or inflater.unconsumed_tail:

@@ -249,13 +249,10 @@ def requested_classes(body: dict[str, Any], served: ServedModel) -> int | None:
 
 
 def classified(scores: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
-    """Per row, the k highest scores as "score:index:label" bytes, highest first: [N, k]."""
+    """Per row, the k highest scores as "score:index:label" strings, highest first: [N, k]."""
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.array(
-        [
-            [f"{row[i]:f}:{i}:{labels[i]}".encode() for i in order]
-            for row, order in zip(scores, top)
-        ],
+        [[f"{row[i]:f}:{i}:{labels[i]}" for i in order] for row, order in zip(scores, top)],
         dtype=object,
     ).reshape(len(scores), k)
 
@@ -273,7 +270,8 @@ def _wants_binary(body: dict[str, Any]) -> bool:
 
 def _binary_response(result: dict[str, Any], outputs: np.ndarray) -> Response:
     if outputs.dtype == object:  # BYTES: each element's length (4 bytes, little-endian) first
-        data = b"".join(struct.pack("<I", len(x)) + x for x in outputs.ravel())
+        encoded = [x.encode() for x in outputs.ravel()]
+        data = b"".join(struct.pack("<I", len(x)) + x for x in encoded)
     else:
         data = np.ascontiguousarray(outputs).tobytes()
     entry = result["outputs"][0]
@@ -504,12 +502,12 @@ def router(host: ModelHost) -> APIRouter:
     async def _infer(served: ServedModel, request: Request, version: str | None = None) -> Any:
         name = served.name
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+        requested_classes(body, served)  # a bad "outputs" before any decoding
         if _per_series(served):
             rows = await _series_rows(served, body.get("inputs"), binary)
         elif not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
             raise DataError(f"{name} takes exactly one input tensor in 'inputs'.")
         else:
-            requested_classes(body, served)  # a bad "outputs" before any decoding
             rows = await _rows(served, body["inputs"][0], binary)
         request.state.model = name
         served, outputs = await host.submit_call(served, rows, request.state)
@@ -528,13 +526,9 @@ def router(host: ModelHost) -> APIRouter:
             "outputs": [
                 {
                     "name": "output",
-                    "datatype": "BYTES" if classes is not None else NAMES[outputs.dtype.name],
+                    "datatype": "BYTES" if outputs.dtype == object else NAMES[outputs.dtype.name],
                     "shape": list(outputs.shape),
-                    "data": (
-                        [x.decode() for x in outputs.ravel()]
-                        if classes is not None
-                        else outputs.ravel().tolist()
-                    ),
+                    "data": outputs.ravel().tolist(),
                 }
             ],
         }

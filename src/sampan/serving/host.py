@@ -18,7 +18,7 @@ import numpy as np
 from sampan.errors import ConfigError, DataError, NotFoundError, SampanError
 from sampan.package import Package
 from sampan.runtime.engine import Backend, create_engine
-from sampan.serving.batcher import Batcher, BatchStats, Overloaded, Retired
+from sampan.serving.batcher import Batcher, BatchStats, Overloaded, Retired, merge_rows
 from sampan.serving.metrics import Metrics
 from sampan.store import Store
 from sampan.tasks.base import Task, get_task
@@ -209,12 +209,7 @@ class ServedModel:
         started = time.perf_counter()
         rows = self.check_rows(self.prepare([self.task.from_json(example)])[0])
         batch = self.batcher.max_batch_size
-        full = (
-            {k: np.repeat(v, batch, axis=0) for k, v in rows.items()}
-            if isinstance(rows, dict)
-            else np.repeat(rows, batch, axis=0)
-        )
-        runs: list[tuple[Any, int]] = [(rows, 1), (full, batch)]  # an array or named arrays
+        runs = [(rows, 1), (merge_rows([rows] * batch), batch)]  # arrays or named arrays
         for engine in self.engines:
             for sample, count in runs:
                 try:

@@ -355,3 +355,30 @@ def test_an_engine_raising_stopiteration_fails_its_callers_cleanly():
         return results
 
     assert all(isinstance(r, RuntimeError) and "StopIteration" in str(r) for r in run(main()))
+
+
+def test_each_answered_batch_reports_where_its_time_went():
+    from sampan.serving.batcher import BatchStats, Execution
+
+    async def main():
+        engine = FakeEngine(delay=0.02, fail_on=-1)
+        engine.gate.clear()  # the first request holds the engine; three queue behind it
+        runs: list[Execution] = []
+        batcher = Batcher([engine], max_batch_size=8, stats=BatchStats(on_executed=runs.append))
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(rows(9)))
+        await asyncio.sleep(0.01)
+        tasks = [asyncio.create_task(batcher.submit(rows(i, i))) for i in range(3)]
+        await asyncio.sleep(0.03)
+        engine.gate.set()
+        await asyncio.gather(first, *tasks)
+        with pytest.raises(ValueError):  # a failed batch is not an execution
+            await batcher.submit(rows(-1))
+        await batcher.stop()
+        return runs
+
+    held, queued = run(main())
+    assert (held.rows, held.requests, queued.rows, queued.requests) == (1, 1, 6, 3)
+    assert held.queued_s < queued.queued_s / 3 and held.infer_s >= 0.03  # held in the engine
+    assert queued.queued_s >= 3 * 0.025  # each of the three waited behind it
+    assert queued.infer_s >= 0.02 and queued.input_s >= 0 and queued.output_s >= 0

@@ -83,8 +83,7 @@ def test_v2_with_tritonclient(server, digits_holdout):
     assert config["max_batch_size"] == server.host.get("digits").batcher.max_batch_size
     assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [1, 16, 16]}]
     assert config["output"][0]["dims"] == [len(labels)]
-    with pytest.raises(triton_utils.InferenceServerException, match="Not Found"):
-        client.get_inference_statistics("digits")  # not served: an error the client can read
+    assert "statistics" in client.get_server_metadata()["extensions"]
     # Compressed requests and answers asked for, as the client offers them.
     for algorithm in ("gzip", "deflate"):
         result = client.infer(
@@ -563,6 +562,73 @@ def test_tritonclient_loads_and_unloads_through_the_repository_extension(serve_h
             "reason": "unloaded",
         }
     ]
+
+
+def test_tritonclient_reads_statistics_that_count_what_was_sent(serve_home, digits_holdout):
+    import dataclasses
+    import time
+
+    import tritonclient.http as triton
+    import tritonclient.utils as triton_utils
+
+    from sampan.serving.app import build_app
+    from sampan.serving.host import ServeSettings
+    from sampan.store import Store
+
+    home, onnx_ref, int8_ref = serve_home
+    version, int8_version = onnx_ref.split("@")[1], int8_ref.split("@")[1]
+    app = build_app([onnx_ref], ServeSettings(backend="onnxruntime", admin_token="t"), Store(home))
+    images = [b64(p) for p in sorted(digits_holdout.glob("*/*.png"))[:3]]
+    with RunningServer(app, free_port()) as running:
+        client = triton.InferenceServerClient(url=running.url.removeprefix("http://"))
+        before = client.get_inference_statistics()["model_stats"]
+        started_ms = time.time() * 1000
+        # one request of 3 rows, then one of 2 (each its own batch: they go one after the other)
+        predict = f"{running.url}/v1/models/digits:predict"
+        assert httpx.post(predict, json={"instances": images}).status_code == 200
+        assert httpx.post(predict, json={"instances": images[:2]}).status_code == 200
+        served = running.host.get("digits")
+        served.settings = dataclasses.replace(served.settings, timeout_s=1e-6)  # past at once
+        assert httpx.post(predict, json={"instances": images[:1]}).status_code == 504
+        stats = client.get_inference_statistics("digits")["model_stats"]
+        assert client.get_inference_statistics("digits", version)["model_stats"] == stats
+        assert client.get_inference_statistics()["model_stats"] == stats
+        with pytest.raises(triton_utils.InferenceServerException, match="has not been loaded"):
+            client.get_inference_statistics("digits", "999")
+        with pytest.raises(triton_utils.InferenceServerException, match="No model 'nope'"):
+            client.get_inference_statistics("nope")
+        # a replaced version keeps its counters; loading it again goes on counting
+        auth = {"Authorization": "Bearer t"}
+        admin = f"{running.url}/v1/admin/models"
+        assert httpx.post(admin, json={"model": int8_ref}, headers=auth, timeout=60).is_success
+        both = client.get_inference_statistics("digits")["model_stats"]
+        assert httpx.post(admin, json={"model": onnx_ref}, headers=auth, timeout=60).is_success
+        assert httpx.post(predict, json={"instances": images[:1]}).status_code == 200
+        again = client.get_inference_statistics("digits", version)["model_stats"][0]
+    assert [(m["name"], m["version"], m["inference_count"]) for m in before] == [
+        ("digits", version, 0)
+    ]
+    [stat] = stats
+    assert (stat["name"], stat["version"]) == ("digits", version)
+    assert stat["inference_count"] == 5 and stat["execution_count"] == 2
+    assert started_ms <= stat["last_inference"] <= time.time() * 1000
+    inference = stat["inference_stats"]
+    assert inference["success"]["count"] == 2 and inference["fail"]["count"] == 1
+    assert inference["fail"]["ns"] > 0 and inference["success"]["ns"] > 0
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert inference[phase]["count"] == 2, phase
+    assert inference["compute_infer"]["ns"] > 0
+    assert inference["cache_hit"] == {"count": 0, "ns": 0}
+    assert [b["batch_size"] for b in stat["batch_stats"]] == [2, 3]
+    for batch in stat["batch_stats"]:
+        assert batch["compute_infer"]["count"] == 1 and batch["compute_infer"]["ns"] > 0
+    # each request's compute is its batch's: the per-request total is the sum of the batches'
+    per_batch = sum(b["compute_infer"]["ns"] for b in stat["batch_stats"])
+    assert inference["compute_infer"]["ns"] == per_batch
+    assert [(m["version"], m["inference_count"]) for m in both] == sorted(
+        [(version, 5), (int8_version, 0)]
+    )
+    assert again["inference_count"] == 6 and again["inference_stats"]["success"]["count"] == 3
 
 
 def test_a_version_pinned_call_is_not_answered_by_its_replacement(serve_home, monkeypatch):

@@ -133,14 +133,27 @@ class _Item:
 BatchFn = Callable[[Any], np.ndarray]  # rows: an array, or a dict of named arrays
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Where one answered batch's time went (Triton's statistics extension reports these)."""
+
+    rows: int
+    requests: int
+    queued_s: float  # summed over its requests: from each one's arrival to the batch's start
+    input_s: float  # joining the requests' rows into one batch
+    infer_s: float  # the engine call(s)
+    output_s: float  # handing the outputs back to the callers
+
+
 @dataclass
 class BatchStats:
-    """Callbacks the server's metrics hang on (no-ops by default); on_batch and on_calls are
-    called from the engine threads."""
+    """Callbacks the server's metrics hang on (no-ops by default); on_batch, on_calls and
+    on_executed are called from the engine threads."""
 
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
     on_queue: Callable[[int], None] = lambda depth: None
     on_calls: Callable[[int], None] = lambda calls: None  # engine calls per batch (length groups)
+    on_executed: Callable[[Execution], None] = lambda execution: None
 
 
 class Batcher:
@@ -373,19 +386,33 @@ class Batcher:
         return restored, len(groups)
 
     def _run(self, fn: BatchFn, items: list[_Item]) -> None:
+        queued = time.monotonic() * len(items) - sum(item.enqueued for item in items)
         started = time.perf_counter()
         try:
             batch = items[0].rows if len(items) == 1 else merge_rows([i.rows for i in items])
+            merged = time.perf_counter()
             outputs, calls = self._call(fn, batch)
         except BaseException as exc:  # every caller of this batch hears of it
             self._settle(items, None, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        inferred = time.perf_counter()
         self._settle(items, outputs, None)
         with contextlib.suppress(Exception):  # metrics never cost a batch its answers
-            self.stats.on_batch(count_rows(batch), time.perf_counter() - started)
+            rows = count_rows(batch)
+            self.stats.on_batch(rows, inferred - started)
             self.stats.on_calls(calls)
+            self.stats.on_executed(
+                Execution(
+                    rows,
+                    len(items),
+                    queued,
+                    merged - started,
+                    inferred - merged,
+                    time.perf_counter() - inferred,
+                )
+            )
 
     def _settle(
         self, items: list[_Item], outputs: np.ndarray | None, error: BaseException | None

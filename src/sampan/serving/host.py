@@ -20,6 +20,7 @@ from sampan.package import Package
 from sampan.runtime.engine import Backend, create_engine
 from sampan.serving.batcher import Batcher, BatchStats, Overloaded, Retired, merge_rows
 from sampan.serving.metrics import Metrics
+from sampan.serving.statistics import ModelStatistics
 from sampan.store import Store
 from sampan.tasks.base import Task, get_task
 
@@ -139,6 +140,7 @@ class ServedModel:
     batcher: Batcher
     settings: ServeSettings = field(default_factory=ServeSettings)  # this model's own
     extra: dict[str, Any] = field(default_factory=dict)
+    statistics: ModelStatistics | None = None  # Triton-style counters of this version
 
     @property
     def name(self) -> str:
@@ -277,6 +279,9 @@ class ModelHost:
         self.models: dict[str, ServedModel] = {}
         self.draining = False
         self._lock = asyncio.Lock()
+        # (name, version) -> its counters, kept when a version is replaced or unloaded, so
+        # that loading it again goes on counting (Triton's: since the server started)
+        self._statistics: dict[tuple[str, str], ModelStatistics] = {}
 
     def get(self, name: str) -> ServedModel:
         check_model_name(name)
@@ -312,10 +317,13 @@ class ModelHost:
             metrics.batch_size.labels(name).observe(rows)
             metrics.inference.labels(name).observe(seconds)
 
+        version = str(package.manifest.version)
+        statistics = self._statistics.setdefault((name, version), ModelStatistics(name, version))
         stats = BatchStats(
             on_batch=on_batch,
             on_queue=lambda depth: self.metrics.queue_depth.labels(name).set(depth),
             on_calls=lambda calls: self.metrics.engine_calls.labels(name).observe(calls),
+            on_executed=statistics.executed,
         )
         batcher = Batcher(
             [e.predict for e in engines],
@@ -324,7 +332,8 @@ class ModelHost:
             max_queue=s.max_queue,
             stats=stats,
         )
-        served = ServedModel(package, get_task(package.manifest.task), engines, batcher, s)
+        task = get_task(package.manifest.task)
+        served = ServedModel(package, task, engines, batcher, s, statistics=statistics)
         served.warm_up()  # binds the contract too (a tokenizer loads now, not on a request)
         return served
 
@@ -371,20 +380,43 @@ class ModelHost:
         """Run rows through served's batcher; (the model that answered, its outputs).
 
         A request that found a model just before it was replaced goes to the new version,
-        so replacing a model at run time fails no caller."""
-        while True:
-            try:
-                timeout = served.settings.timeout_s
-                return served, await served.batcher.submit(rows, timeout=timeout)
-            except Retired:
-                current = self.models.get(served.name)
-                if self.draining or current is served:
-                    raise Overloaded(
-                        "The server is shutting down; retry on another replica."
-                    ) from None
-                if current is None:
-                    raise NotFoundError(f"Model {served.name!r} was unloaded.") from None
-                served, rows = current, current.check_rows(rows)
+        so replacing a model at run time fails no caller. The version that answers (or
+        fails) counts the request in its statistics."""
+        started = time.perf_counter()
+        try:
+            while True:
+                try:
+                    outputs = await served.batcher.submit(rows, timeout=served.settings.timeout_s)
+                    break
+                except Retired:
+                    current = self.models.get(served.name)
+                    if self.draining or current is served:
+                        raise Overloaded(
+                            "The server is shutting down; retry on another replica."
+                        ) from None
+                    if current is None:
+                        raise NotFoundError(f"Model {served.name!r} was unloaded.") from None
+                    served, rows = current, current.check_rows(rows)
+        except Exception:  # a caller that hung up (cancelled) is not the model's failure
+            if served.statistics is not None:
+                served.statistics.request(False, time.perf_counter() - started)
+            raise
+        if served.statistics is not None:
+            served.statistics.request(True, time.perf_counter() - started)
+        return served, outputs
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> list[Any]:
+        """Triton-style statistics of the loaded models (or of one, or of one version), each
+        with every version this server has loaded: counters outlive a version's replacement."""
+        names = sorted(self.models) if name is None else [self.get(name).name]
+        found = [
+            stats.as_triton()
+            for (model, ver), stats in sorted(self._statistics.items())
+            if model in names and version in (None, ver)
+        ]
+        if version is not None and not found:
+            raise NotFoundError(f"{name} version {version} has not been loaded by this server.")
+        return found
 
     @property
     def idle(self) -> bool:

@@ -215,7 +215,13 @@ def _split_bytes(binary: bytes) -> list[bytes]:
     return elements
 
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+]
 TRITON_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_libtorch"}
 TRITON_TYPES = {"BYTES": "TYPE_STRING", **{k: f"TYPE_{k}" for k in DATATYPES}}
 
@@ -389,6 +395,19 @@ def router(host: ModelHost) -> APIRouter:
     async def ready() -> JSONResponse:
         ok = not host.draining and bool(host.models)
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    # Before /v2/models/{name}: "stats" here is the extension's path, not a model's name.
+    @api.get("/v2/models/stats", summary="Statistics of every model (Triton's extension)")
+    async def all_statistics() -> dict[str, Any]:
+        return {"model_stats": host.statistics()}
+
+    @api.get("/v2/models/{name}/stats", summary="A model's statistics, every version loaded")
+    async def statistics(name: str) -> dict[str, Any]:
+        return {"model_stats": host.statistics(name)}
+
+    @api.get("/v2/models/{name}/versions/{version}/stats", summary="One version's statistics")
+    async def version_statistics(name: str, version: str) -> dict[str, Any]:
+        return {"model_stats": host.statistics(name, version)}
 
     @api.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
     async def version_metadata(name: str, version: str) -> dict[str, Any]:

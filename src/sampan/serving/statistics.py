@@ -1,0 +1,88 @@
+"""Per-model statistics in the shape of Triton's statistics extension
+(`GET /v2/models[/{name}[/versions/{version}]]/stats`, tritonclient's
+`get_inference_statistics`): cumulative counts and nanoseconds since the model version was
+first loaded, for clients and dashboards written against Triton. /metrics has the same
+activity as Prometheus histograms."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sampan.serving.batcher import Execution
+
+PHASES = ("compute_input", "compute_infer", "compute_output")
+
+
+@dataclass
+class _Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, count: int, seconds: float) -> None:
+        self.count += count
+        self.ns += int(seconds * 1e9)
+
+    def as_json(self) -> dict[str, int]:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class ModelStatistics:
+    """One model version's counters. The engine threads add executions and the event loop
+    adds requests, so both go through one lock (a few hundred nanoseconds a call)."""
+
+    name: str
+    version: str
+    last_inference_ms: int = 0
+    inference_count: int = 0  # rows answered
+    execution_count: int = 0  # batches run
+    success: _Duration = field(default_factory=_Duration)
+    fail: _Duration = field(default_factory=_Duration)
+    queue: _Duration = field(default_factory=_Duration)
+    phases: dict[str, _Duration] = field(default_factory=lambda: {p: _Duration() for p in PHASES})
+    batches: dict[int, dict[str, _Duration]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def executed(self, run: Execution) -> None:
+        """A batch that answered (from its engine thread). Each request of it is counted in
+        the per-request phases with the batch's whole time, as Triton counts them; the
+        per-batch-size entry counts the execution once."""
+        seconds = dict(zip(PHASES, (run.input_s, run.infer_s, run.output_s)))
+        with self._lock:
+            self.inference_count += run.rows
+            self.execution_count += 1
+            self.queue.add(run.requests, run.queued_s)
+            by_size = self.batches.setdefault(run.rows, {p: _Duration() for p in PHASES})
+            for phase, value in seconds.items():
+                self.phases[phase].add(run.requests, value * run.requests)
+                by_size[phase].add(1, value)
+
+    def request(self, ok: bool, seconds: float) -> None:
+        """A request to this model answered (ok) or failed, seconds after it was submitted."""
+        with self._lock:
+            self.last_inference_ms = int(time.time() * 1000)
+            (self.success if ok else self.fail).add(1, seconds)
+
+    def as_triton(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self.name,
+                "version": self.version,
+                "last_inference": self.last_inference_ms,
+                "inference_count": self.inference_count,
+                "execution_count": self.execution_count,
+                "inference_stats": {
+                    "success": self.success.as_json(),
+                    "fail": self.fail.as_json(),
+                    "queue": self.queue.as_json(),
+                    **{p: d.as_json() for p, d in self.phases.items()},
+                    "cache_hit": {"count": 0, "ns": 0},  # no response cache
+                },
+                "batch_stats": [
+                    {"batch_size": size, **{p: d.as_json() for p, d in phases.items()}}
+                    for size, phases in sorted(self.batches.items())
+                ],
+            }

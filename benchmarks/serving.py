@@ -11,7 +11,7 @@ requests/s and p50/p99 latency with the ratio to that limit, and with --rounds N
 N ratios at concurrency 32.
 
     apt-get install wrk; pip install litserve      # the baseline's own package
-    python benchmarks/serving.py [--seconds 8] [--rounds 1] [--only sampan]
+    python benchmarks/serving.py [--seconds 8] [--rounds 1] [--only sampan] [--serve-flags "--instances 2"]
 """
 
 from __future__ import annotations
@@ -247,6 +247,9 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--package")
     parser.add_argument("--only", help="Measure only the servers whose name contains this.")
+    parser.add_argument(
+        "--serve-flags", default="", help="More `sampan serve` options, e.g. '--instances 1'."
+    )
     args = parser.parse_args()
     if args.serve:
         {"fastapi": serve_fastapi, "litserve": serve_litserve}[args.serve](args.package, args.port)
@@ -272,6 +275,7 @@ def main() -> None:
                     "onnxruntime",
                     "--log-level",
                     "warning",
+                    *args.serve_flags.split(),
                 ],
                 "/v1/models/r18:predict",
             ),

@@ -11,7 +11,8 @@ requests/s and p50/p99 latency with the ratio to that limit, and with --rounds N
 N ratios at concurrency 32.
 
     apt-get install wrk; pip install litserve      # the baseline's own package
-    python benchmarks/serving.py [--seconds 8] [--rounds 1] [--only sampan] [--serve-flags "--instances 2"]
+    python benchmarks/serving.py [--seconds 8] [--rounds 1] [--only sampan]
+        [--serve-flags "--instances 2 --threads 1"]      # more `sampan serve` options
 """
 
 from __future__ import annotations

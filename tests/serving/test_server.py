@@ -104,6 +104,43 @@ def test_v2_with_tritonclient(server, digits_holdout):
     assert not client.is_model_ready("digits", "999")
     with pytest.raises(triton_utils.InferenceServerException, match="version 999 is not loaded"):
         client.infer("digits", [tensor], model_version="999")
+    # An answer large enough to be compressed (32 rows of scores as JSON), both ways.
+    big = np.concatenate([batch] * 11)[:32]
+    tensor = triton.InferInput("input", list(big.shape), "FP32")
+    tensor.set_data_from_numpy(big, binary_data=False)
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer(
+            "digits", [tensor], outputs=[json_out], response_compression_algorithm=algorithm
+        )
+        assert np.allclose(result.as_numpy("output"), model.engine.predict(big), atol=1e-5)
+
+
+def test_large_answers_are_compressed_for_callers_that_accept_it(server):
+    import zlib
+
+    url = f"{server.url}/openapi.json"  # tens of kilobytes of JSON
+    plain = httpx.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and len(plain.content) > 4096
+    for accept, coding in [
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("deflate;q=0.5, gzip;q=0.9", "gzip"),
+        ("gzip;q=0.1, deflate", "deflate"),
+        ("x-gzip", "gzip"),
+    ]:
+        with httpx.stream("GET", url, headers={"Accept-Encoding": accept}) as r:
+            sent = b"".join(r.iter_raw())  # as it came over the wire, before httpx decodes it
+        assert r.headers["content-encoding"] == coding, accept
+        assert "Accept-Encoding" in r.headers["vary"]
+        assert int(r.headers["content-length"]) == len(sent) < len(plain.content) / 3
+        wbits = 16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS
+        assert json.loads(zlib.decompress(sent, wbits)) == plain.json()
+    for accept in ("gzip;q=0", "br", "identity", ""):  # nothing it takes: as it is
+        r = httpx.get(url, headers={"Accept-Encoding": accept})
+        assert "content-encoding" not in r.headers, accept
+        assert r.content == plain.content
+    small = httpx.get(f"{server.url}/v2/health/live", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers and small.json() == {"live": True}
 
 
 ZEROS = {"name": "input", "shape": [1, 1, 16, 16], "datatype": "FP32", "data": [0.0] * 256}

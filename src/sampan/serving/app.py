@@ -34,7 +34,7 @@ from sampan.serving.admin import AdminDisabled
 from sampan.serving.batcher import DeadlineExceeded, Overloaded
 from sampan.serving.host import ModelHost, ServeSettings
 from sampan.serving.metrics import Metrics
-from sampan.serving.middleware import AccessLog, BodyLimit
+from sampan.serving.middleware import AccessLog, BodyLimit, CompressAnswers
 from sampan.store import Store
 
 # SampanError subclass -> HTTP status; the first match wins.
@@ -203,6 +203,7 @@ def build_app(
 
     middleware = [  # outermost first
         Middleware(AccessLog, metrics=metrics),
+        Middleware(CompressAnswers),  # large answers, for callers that accept gzip or deflate
         *([extension.middleware()] if extension is not None else []),  # keys, limits, usage
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]

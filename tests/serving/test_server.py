@@ -971,3 +971,44 @@ def test_access_log_is_one_json_line_per_request_with_its_request_id(server, cap
     ]
     assert lines[0]["path"] == "/v1/models/digits:predict" and lines[0]["client"] == "127.0.0.1"
     assert all(isinstance(line["ms"], float) and line["ts"] > 0 for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "chunks", "compressed"),
+    [
+        (200, [(b"content-type", b"application/json")], [b"x" * 5000], True),
+        (200, [(b"content-type", b"application/json")], [b"x" * 100], False),  # small
+        (206, [(b"content-range", b"bytes 0-4999/9000")], [b"x" * 5000], False),  # a range
+        (200, [(b"content-encoding", b"br")], [b"x" * 5000], False),  # already encoded
+        (200, [(b"content-type", b"image/png")], [b"x" * 5000], False),
+        (200, [], [b"x" * 5000, b"y" * 5000], False),  # streamed: its length is unknown
+    ],
+)
+def test_only_whole_uncompressed_answers_are_compressed(status, headers, chunks, compressed):
+    import asyncio
+    import gzip
+
+    from sampan.serving.middleware import CompressAnswers
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for i, chunk in enumerate(chunks):
+            await send(
+                {"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1}
+            )
+
+    sent: list[dict] = []
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "headers": [(b"accept-encoding", b"gzip")]}
+    asyncio.run(CompressAnswers(app)(scope, None, send))
+    start, bodies = sent[0], [m.get("body", b"") for m in sent[1:]]
+    assert start["status"] == status
+    encoding = dict(start["headers"]).get(b"content-encoding")
+    if compressed:
+        assert encoding == b"gzip" and gzip.decompress(b"".join(bodies)) == b"".join(chunks)
+        assert dict(start["headers"])[b"content-length"] == str(len(bodies[0])).encode()
+    else:
+        assert encoding == dict(headers).get(b"content-encoding") and bodies == chunks

@@ -323,9 +323,9 @@ def deflate(body: bytes, coding: str) -> bytes:
 class CompressAnswers:
     """gzip or deflate for an answer of at least min_bytes sent as one body, to a caller whose
     Accept-Encoding takes it; everything else passes as it is (a streamed answer, one already
-    encoded, images). Written here rather than Starlette's GZipMiddleware, which wraps every
-    answer (a caller that asks for nothing too: the inference routes' hot path), knows gzip
-    only (tritonclient asks for deflate too) and reads "gzip;q=0" as yes."""
+    encoded, a byte range, images). Written here rather than Starlette's GZipMiddleware,
+    which wraps every answer (a caller that asks for nothing too: the inference routes' hot
+    path), knows gzip only (tritonclient asks for deflate too) and reads "gzip;q=0" as yes."""
 
     def __init__(self, app: ASGIApp, min_bytes: int = COMPRESS_MIN_BYTES) -> None:
         self.app, self.min_bytes = app, min_bytes
@@ -343,8 +343,10 @@ class CompressAnswers:
             if msg["type"] == "http.response.start":
                 headers = msg.get("headers", ())
                 kind = next((v for k, v in headers if k == b"content-type"), b"")
-                passing = any(k == b"content-encoding" for k, _ in headers) or kind.startswith(
-                    _COMPRESSED_TYPES
+                passing = (
+                    msg["status"] == 206  # a byte range of the uncompressed file
+                    or any(k == b"content-encoding" for k, _ in headers)
+                    or kind.startswith(_COMPRESSED_TYPES)
                 )
                 if passing:
                     await send(msg)

@@ -26,14 +26,14 @@ def usage_rows(db):
         ]
 
 
-def serve(serve_home, database_url, open=False, refs=None):
+def serve(serve_home, database_url, open=False, refs=None, **settings_):
     from sampan.serving.app import build_app
     from sampan.serving.host import ServeSettings
     from sampan.store import Store
 
     home, onnx_ref, _ = serve_home
     gate = build_gate(Database(database_url), open=open, interval=0.2)
-    settings = ServeSettings(backend="onnxruntime")
+    settings = ServeSettings(backend="onnxruntime", **settings_)
     app = build_app(refs or [onnx_ref], settings, Store(home), extension=gate)
     return RunningServer(app, free_port())
 
@@ -261,3 +261,54 @@ def test_loadtest_sends_its_key_and_counts_the_quota_refusals(serve_home, databa
     # the checking call and 9 of the run's fit the day's 10; the other 3 are refused
     assert (report.sent, report.ok, report.errors) == (12, 9, {"429": 3})
     assert "daily quota" in report.error_samples["429"]
+
+
+def test_browser_pages_of_allowed_origins_call_with_keys(serve_home, database_url, digits_holdout):
+    with Database(database_url) as db:
+        keys = Keys(db)
+        keys.create_app("dashboard")
+        key, _ = keys.create_key("dashboard", ["predict:digits"])
+    page = "https://dash.example.com"
+    with serve(serve_home, database_url, cors_origins=(page,)) as running:
+        url = f"{running.url}/v1/models/digits:predict"
+        asks = {"Access-Control-Request-Method": "POST"}
+        # the browser's preflight carries no key: answered before the gate
+        preflight = httpx.options(
+            url,
+            headers={
+                "Origin": page,
+                **asks,
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        call = httpx.post(
+            url,
+            json=body(digits_holdout),
+            headers={"Origin": page, "Authorization": f"Bearer {key}"},
+        )
+        no_key = httpx.post(url, json=body(digits_holdout), headers={"Origin": page})
+        stranger = httpx.options(url, headers={"Origin": "https://evil.example", **asks})
+        stranger_call = httpx.post(
+            url, json=body(digits_holdout), headers={"Origin": "https://evil.example"}
+        )
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == page
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert call.status_code == 200 and call.headers["access-control-allow-origin"] == page
+    assert "x-request-id" in call.headers["access-control-expose-headers"].lower()
+    # the key is still needed, and the 401 is readable by the page
+    assert no_key.status_code == 401 and no_key.headers["access-control-allow-origin"] == page
+    assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
+    assert "access-control-allow-origin" not in stranger_call.headers
+
+
+def test_cors_origins_are_checked_to_be_origins():
+    from sampan.errors import ConfigError
+    from sampan.serving.app import cors_middleware
+
+    for good in ("*", "http://localhost:3000", "https://dash.example.com"):
+        cors_middleware([good])
+    for bad in ("https://dash.example.com/", "dash.example.com", "https://a.example/app", ""):
+        with pytest.raises(ConfigError, match="is not an origin"):
+            cors_middleware([bad])

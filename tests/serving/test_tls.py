@@ -118,6 +118,7 @@ def test_bad_tls_and_body_options_are_one_line_each(
         (["--max-body-mb", "0"], "--max-body-mb must be at least 0.001 (1 KiB) and at most 4096"),
         (["--max-body-mb", "1e-9"], "--max-body-mb must be at least 0.001"),  # 0 bytes
         (["--max-body-mb", "nan"], "--max-body-mb must be at least 0.001"),
+        (["--cors-origin", "*", "--cors-origin", "https://a.example/"], "'https://a.example/' is"),
     ):
         with pytest.raises(SystemExit) as stop:
             main(["serve", "--models", onnx_ref, "--auth", "off", *flags])

@@ -66,6 +66,12 @@ def serve(
         "this token as a Bearer token.",
         show_default=False,
     ),
+    cors_origin: list[str] = typer.Option(
+        None,
+        "--cors-origin",
+        help="Let browser pages of this origin call the API (CORS), e.g. "
+        "https://dashboard.example.com; repeat for more, * for any.",
+    ),
     web_console: bool = typer.Option(
         True, "--console/--no-console", help="Serve the web console at /console."
     ),
@@ -112,6 +118,10 @@ def serve(
         raise ConfigError(
             f"--max-body-mb must be at least 0.001 (1 KiB) and at most 4096 (got {max_body_mb})."
         )
+    if cors_origin:
+        from sampan.serving.app import cors_middleware
+
+        cors_middleware(cors_origin)  # checked before anything opens
     certfile, keyfile = _tls(ssl_certfile, ssl_keyfile)
     scheme = "https" if certfile else "http"
     settings = ServeSettings(
@@ -127,6 +137,7 @@ def serve(
         timeout_s=timeout,
         admin_token=admin_token or None,
         max_body_bytes=int(max_body_mb * 2**20),
+        cors_origins=tuple(cors_origin or ()),
         models=per_model,
     )
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
@@ -167,6 +168,49 @@ def _no_native_telemetry() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
+_ORIGIN = re.compile(r"https?://[^/?#\s]+")
+# What a browser page may send and read beyond CORS's safelisted headers: keys, the binary
+# tensor extension's split, request ids, limits and the compressed bodies tritonclient sends.
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Content-Encoding",
+    "Inference-Header-Content-Length",
+    "X-Request-ID",
+]
+CORS_ANSWER_HEADERS = [
+    "X-Request-ID",
+    "Retry-After",
+    "Inference-Header-Content-Length",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
+
+
+def cors_middleware(origins: Sequence[str]) -> Middleware:
+    """Starlette's CORS middleware for these origins ("*": any), each checked to be an origin
+    (scheme and host, no path): a browser compares them exactly, so "https://a.example/"
+    would never match and every call from that page would fail with no clue why."""
+    bad = [o for o in origins if o != "*" and not _ORIGIN.fullmatch(o)]
+    if bad:
+        raise ConfigError(
+            f"--cors-origin {bad[0]!r} is not an origin: give * or scheme://host[:port] "
+            "(e.g. https://dashboard.example.com), with no path or trailing slash."
+        )
+    from starlette.middleware.cors import CORSMiddleware
+
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_ANSWER_HEADERS,
+        max_age=600,  # preflights cached 10 minutes
+    )
+
+
 def build_app(
     refs: list[str],
     settings: ServeSettings | None = None,
@@ -203,6 +247,8 @@ def build_app(
 
     middleware = [  # outermost first
         Middleware(AccessLog, metrics=metrics),
+        # before the gate: a browser's preflight carries no API key
+        *([cors_middleware(settings.cors_origins)] if settings.cors_origins else []),
         Middleware(CompressAnswers),  # large answers, for callers that accept gzip or deflate
         *([extension.middleware()] if extension is not None else []),  # keys, limits, usage
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),

@@ -120,6 +120,9 @@ class ServeSettings:
     # cut that to 0.5-0.9 ms and gave 7-23% more throughput (benchmarks/serving.py).
     switch_interval_ms: float | None = 0.1
     admin_token: str | None = field(default=None, repr=False)  # None: admin endpoints are off
+    # Origins whose browser pages may call this server (CORS); "*" for any. () : none (the
+    # console is served from the server's own origin and needs none).
+    cors_origins: tuple[str, ...] = ()
     # Per model name: settings of its own over the ones above (--model-settings FILE).
     models: dict[str, ModelSettings] = field(default_factory=dict)
 

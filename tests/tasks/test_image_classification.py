@@ -45,6 +45,10 @@ def test_collate_normalises_to_nchw():
     mean, std = np.array(CONTRACT["mean"]), np.array(CONTRACT["std"])
     every = ((samples / 255.0 - mean) / std).transpose(0, 3, 1, 2)  # each channel its own
     assert batch.flags.c_contiguous and np.allclose(batch, every, atol=1e-5)
+    # a list of images (the server's, LitServe's) gives the same floats as the stacked array
+    assert np.array_equal(TASK.collate(list(samples), CONTRACT), batch)
+    one = TASK.collate([samples[1]], CONTRACT)
+    assert one.shape == (1, 3, 12, 10) and np.array_equal(one[0], batch[1])
 
 
 def test_grayscale_contract_converts_colour_input():

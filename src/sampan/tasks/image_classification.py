@@ -228,8 +228,13 @@ class ImageClassification(Task):
         """uint8 (N, H, W, C) -> normalised float32 (N, C, H, W)."""
         # Channels first, then normalise: per-channel factors broadcast over whole planes
         # (H*W values a step) rather than over the last axis (C values a step), about 10x
-        # faster for the same arithmetic.
-        batch = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).transpose(0, 3, 1, 2))
+        # faster for the same arithmetic. A list of images is stacked as uint8 first:
+        # np.asarray(list, dtype=float32) converts it element by element (16 images of
+        # 64x64x3: 843 -> 249 us, the same floats).
+        stacked = samples if isinstance(samples, np.ndarray) else np.stack(samples)
+        n, height, width, channels = stacked.shape
+        batch = np.empty((n, channels, height, width), dtype=np.float32)
+        np.copyto(batch, stacked.transpose(0, 3, 1, 2))
         scale, offset = _normalisation(tuple(contract["mean"]), tuple(contract["std"]))
         batch *= scale
         batch -= offset

@@ -305,10 +305,25 @@ def test_browser_pages_of_allowed_origins_call_with_keys(serve_home, database_ur
 
 def test_cors_origins_are_checked_to_be_origins():
     from sampan.errors import ConfigError
-    from sampan.serving.app import cors_middleware
+    from sampan.serving.app import browser_origin, cors_middleware
 
-    for good in ("*", "http://localhost:3000", "https://dash.example.com"):
-        cors_middleware([good])
-    for bad in ("https://dash.example.com/", "dash.example.com", "https://a.example/app", ""):
+    # as a browser's Origin header has them: Starlette compares exactly
+    assert browser_origin("http://localhost:3000") == "http://localhost:3000"
+    assert browser_origin("HTTPS://Dash.Example.com:443") == "https://dash.example.com"
+    assert browser_origin("http://[::1]:8080") == "http://[::1]:8080"
+    assert cors_middleware(["*", "https://A.example:8443"]).kwargs["allow_origins"] == [
+        "*",
+        "https://a.example:8443",
+    ]
+    for bad in (
+        "https://dash.example.com/",
+        "dash.example.com",
+        "https://a.example/app",
+        "https://a.example?x=1",
+        "ftp://a.example",
+        "https://user@a.example",
+        "https://a.example:99999",
+        "",
+    ):
         with pytest.raises(ConfigError, match="is not an origin"):
             cors_middleware([bad])

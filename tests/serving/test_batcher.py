@@ -367,7 +367,8 @@ def test_each_answered_batch_reports_where_its_time_went():
         batcher = Batcher([engine], max_batch_size=8, stats=BatchStats(on_executed=runs.append))
         await batcher.start()
         first = asyncio.create_task(batcher.submit(rows(9)))
-        await asyncio.sleep(0.01)
+        while batcher.busy == 0:  # the engine thread took it (however slow the machine)
+            await asyncio.sleep(0.001)
         tasks = [asyncio.create_task(batcher.submit(rows(i, i))) for i in range(3)]
         await asyncio.sleep(0.03)
         engine.gate.set()
@@ -382,3 +383,37 @@ def test_each_answered_batch_reports_where_its_time_went():
     assert held.queued_s < queued.queued_s / 3 and held.infer_s >= 0.03  # held in the engine
     assert queued.queued_s >= 3 * 0.025  # each of the three waited behind it
     assert queued.infer_s >= 0.02 and queued.input_s >= 0 and queued.output_s >= 0
+
+
+def test_a_caller_gone_before_its_batch_ends_is_not_reported_as_answered():
+    from sampan.serving.batcher import BatchStats, Execution
+
+    first_done, second_done = threading.Event(), threading.Event()
+
+    def engine(batch: np.ndarray) -> np.ndarray:
+        (second_done if first_done.is_set() else first_done).wait(5)
+        first_done.set()
+        return batch * 2
+
+    async def main():
+        runs: list[Execution] = []
+        batcher = Batcher([engine], max_batch_size=8, stats=BatchStats(on_executed=runs.append))
+        await batcher.start()
+        holder = asyncio.create_task(batcher.submit(rows(0)))
+        while batcher.busy == 0:  # the first batch holds the engine
+            await asyncio.sleep(0.001)
+        late = asyncio.create_task(batcher.submit(rows(1, 2, 3), timeout=1.0))
+        kept = asyncio.create_task(batcher.submit(rows(4)))
+        await asyncio.sleep(0.01)
+        first_done.set()  # the two queued requests run as one batch, held until...
+        with pytest.raises(DeadlineExceeded):
+            await late  # ...the first one's deadline has passed
+        second_done.set()
+        await asyncio.gather(holder, kept)
+        await batcher.stop()
+        return runs
+
+    held, execution = run(main())
+    assert (held.requests, held.rows) == (1, 1)
+    assert execution.calls[0][0] == 4  # the engine ran all four rows
+    assert (execution.requests, execution.rows) == (1, 1)  # and answered one caller's row

@@ -139,6 +139,18 @@ def test_large_answers_are_compressed_for_callers_that_accept_it(server):
         r = httpx.get(url, headers={"Accept-Encoding": accept})
         assert "content-encoding" not in r.headers, accept
         assert r.content == plain.content
+    # an inference answer, through the server's front door for hot routes: 32 rows of scores
+    zeros = {**ZEROS, "shape": [32, 1, 16, 16], "data": [0.0] * 256 * 32}
+    infer = f"{server.url}/v2/models/digits/infer"
+    for coding in ("gzip", "deflate"):
+        with httpx.stream(
+            "POST", infer, json={"inputs": [zeros]}, headers={"Accept-Encoding": coding}
+        ) as r:
+            sent = b"".join(r.iter_raw())
+        assert r.status_code == 200 and r.headers["content-encoding"] == coding
+        wbits = 16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS
+        answer = json.loads(zlib.decompress(sent, wbits))
+        assert answer["outputs"][0]["shape"] == [32, 10] and len(sent) < 4096
     small = httpx.get(f"{server.url}/v2/health/live", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in small.headers and small.json() == {"live": True}
 
@@ -787,8 +799,10 @@ def test_models_warm_up_before_they_are_ready_and_one_that_cannot_run_fails_its_
         (lambda self, batch: original(self, batch)[:1], "answered 1 rows for 6"),
     ):
         monkeypatch.setattr(OnnxRuntimeBackend, "predict", broken)
+        host = ModelHost(settings, Metrics(), Store(home))
         with pytest.raises(SampanError, match=message):
-            ModelHost(settings, Metrics(), Store(home))._build(onnx_ref)
+            host._build(onnx_ref)
+        assert host._statistics == {}  # a version never served lists no statistics
 
 
 def test_the_gil_switch_interval_is_short_while_serving_and_restored_after(serve_home):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
@@ -168,7 +167,6 @@ def _no_native_telemetry() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
-_ORIGIN = re.compile(r"https?://[^/?#\s]+")
 # What a browser page may send and read beyond CORS's safelisted headers: keys, the binary
 # tensor extension's split, request ids, limits and the compressed bodies tritonclient sends.
 CORS_REQUEST_HEADERS = [
@@ -189,21 +187,47 @@ CORS_ANSWER_HEADERS = [
 ]
 
 
-def cors_middleware(origins: Sequence[str]) -> Middleware:
-    """Starlette's CORS middleware for these origins ("*": any), each checked to be an origin
-    (scheme and host, no path): a browser compares them exactly, so "https://a.example/"
-    would never match and every call from that page would fail with no clue why."""
-    bad = [o for o in origins if o != "*" and not _ORIGIN.fullmatch(o)]
-    if bad:
+def browser_origin(origin: str) -> str:
+    """origin as a browser sends it in its Origin header (scheme and host in lower case, no
+    default port), or ConfigError: Starlette compares origins exactly, so
+    "https://Dash.example.com:443" or "https://dash.example.com/" would never match, and every
+    call from that page would fail with no clue why."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "#" in origin
+        or "?" in origin
+    ):
         raise ConfigError(
-            f"--cors-origin {bad[0]!r} is not an origin: give * or scheme://host[:port] "
+            f"--cors-origin {origin!r} is not an origin: give * or scheme://host[:port] "
             "(e.g. https://dashboard.example.com), with no path or trailing slash."
         )
+    scheme = parts.scheme.lower()
+    default = {"http": 80, "https": 443}[scheme]
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"  # IPv6
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def cors_middleware(origins: Sequence[str]) -> Middleware:
+    """Starlette's CORS middleware for these origins ("*": any), each as browsers send it."""
+    allowed = [o if o == "*" else browser_origin(o) for o in origins]
     from starlette.middleware.cors import CORSMiddleware
 
     return Middleware(
         CORSMiddleware,
-        allow_origins=list(origins),
+        allow_origins=allowed,
         allow_methods=["GET", "POST", "DELETE"],
         allow_headers=CORS_REQUEST_HEADERS,
         expose_headers=CORS_ANSWER_HEADERS,

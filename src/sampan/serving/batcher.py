@@ -135,25 +135,32 @@ BatchFn = Callable[[Any], np.ndarray]  # rows: an array, or a dict of named arra
 
 @dataclass(frozen=True)
 class Execution:
-    """Where one answered batch's time went (Triton's statistics extension reports these)."""
+    """Where one batch's time went, and whom it answered (Triton's statistics extension
+    reports these). Reported on the event loop just before its callers get their rows, for
+    the callers still waiting then: one whose deadline passed while the batch ran, or who hung
+    up, is not among them."""
 
-    rows: int
-    requests: int
-    queued_s: float  # summed over its requests: from each one's arrival to the batch's start
-    input_s: float  # joining the requests' rows into one batch
-    infer_s: float  # the engine call(s)
-    output_s: float  # handing the outputs back to the callers
+    calls: tuple[tuple[int, float], ...]  # each engine call's rows and seconds (length groups)
+    requests: int  # callers answered
+    rows: int  # their rows
+    queued_s: float  # summed over them: from each one's arrival to the batch's start
+    input_s: float  # joining the requests' rows into one batch (and into length groups)
+    output_s: float  # putting the outputs back in the callers' order
+
+    @property
+    def infer_s(self) -> float:
+        return sum(seconds for _, seconds in self.calls)
 
 
 @dataclass
 class BatchStats:
-    """Callbacks the server's metrics hang on (no-ops by default); on_batch, on_calls and
-    on_executed are called from the engine threads."""
+    """Callbacks the server's metrics hang on (no-ops by default); on_batch and on_calls are
+    called from the engine threads."""
 
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
     on_queue: Callable[[int], None] = lambda depth: None
     on_calls: Callable[[int], None] = lambda calls: None  # engine calls per batch (length groups)
-    on_executed: Callable[[Execution], None] = lambda execution: None
+    on_executed: Callable[[Execution], None] = lambda execution: None  # on the event loop
 
 
 class Batcher:
@@ -367,26 +374,31 @@ class Batcher:
             self._settle([item], None, late)
         return live
 
-    def _call(self, fn: BatchFn, batch: Any) -> tuple[np.ndarray, int]:
-        """(fn's outputs for batch, engine calls): named rows of very different lengths run
-        as one call per length group, their outputs put back in the batch's order."""
-        if not isinstance(batch, dict):  # images: one call, always
-            return _rows_back(fn(batch), count_rows(batch)), 1
-        lengths = row_lengths(batch)
-        groups = length_groups(lengths, self.max_padding, self.min_group_rows)
-        if len(groups) == 1:
-            return _rows_back(fn(batch), count_rows(batch)), 1
-        parts = [
-            _rows_back(fn(take_rows(batch, g, max(int(lengths[g].max()), 1))), len(g))
-            for g in groups
-        ]
+    def _call(self, fn: BatchFn, batch: Any) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        """(fn's outputs for batch, each engine call's rows and seconds): named rows of very
+        different lengths run as one call per length group, their outputs put back in the
+        batch's order."""
+        groups = None  # images: one call, always
+        if isinstance(batch, dict):
+            lengths = row_lengths(batch)
+            groups = length_groups(lengths, self.max_padding, self.min_group_rows)
+        if groups is None or len(groups) == 1:
+            started = time.perf_counter()
+            outputs = _rows_back(fn(batch), count_rows(batch))
+            return outputs, [(len(outputs), time.perf_counter() - started)]
+        parts, calls = [], []
+        for g in groups:
+            rows = take_rows(batch, g, max(int(lengths[g].max()), 1))
+            started = time.perf_counter()
+            parts.append(_rows_back(fn(rows), len(g)))
+            calls.append((len(g), time.perf_counter() - started))
         outputs = np.concatenate(parts)
         restored = np.empty_like(outputs)
         restored[np.concatenate(groups)] = outputs
-        return restored, len(groups)
+        return restored, calls
 
     def _run(self, fn: BatchFn, items: list[_Item]) -> None:
-        queued = time.monotonic() * len(items) - sum(item.enqueued for item in items)
+        began = time.monotonic()  # the queue's clock
         started = time.perf_counter()
         try:
             batch = items[0].rows if len(items) == 1 else merge_rows([i.rows for i in items])
@@ -397,30 +409,39 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        inferred = time.perf_counter()
-        self._settle(items, outputs, None)
-        with contextlib.suppress(Exception):  # metrics never cost a batch its answers
-            rows = count_rows(batch)
-            self.stats.on_batch(rows, inferred - started)
-            self.stats.on_calls(calls)
+        done = time.perf_counter()
+        engine = sum(seconds for _, seconds in calls)
+        other = done - merged - engine  # length groups: cutting rows in, putting them back
+
+        def report(answered: list[_Item]) -> None:
             self.stats.on_executed(
                 Execution(
-                    rows,
-                    len(items),
-                    queued,
-                    merged - started,
-                    inferred - merged,
-                    time.perf_counter() - inferred,
+                    tuple(calls),
+                    len(answered),
+                    sum(count_rows(i.rows) for i in answered),
+                    sum(began - i.enqueued for i in answered),
+                    merged - started + other / 2,
+                    other / 2,
                 )
             )
 
+        self._settle(items, outputs, None, report)
+        with contextlib.suppress(Exception):  # metrics never cost a batch its answers
+            self.stats.on_batch(count_rows(batch), done - started)
+            self.stats.on_calls(len(calls))
+
     def _settle(
-        self, items: list[_Item], outputs: np.ndarray | None, error: BaseException | None
+        self,
+        items: list[_Item],
+        outputs: np.ndarray | None,
+        error: BaseException | None,
+        report: Callable[[list[_Item]], None] | None = None,
     ) -> None:
-        """Hand a batch's outputs (or its error) to its callers, on the event loop."""
+        """Hand a batch's outputs (or its error) to its callers, on the event loop; report
+        hears first which of them were still waiting."""
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            self._loop.call_soon_threadsafe(_deliver, items, outputs, error)
+            self._loop.call_soon_threadsafe(_deliver, items, outputs, error, report)
 
 
 def _expire(future: asyncio.Future[np.ndarray], timeout: float) -> None:
@@ -430,9 +451,17 @@ def _expire(future: asyncio.Future[np.ndarray], timeout: float) -> None:
         )
 
 
-def _deliver(items: list[_Item], outputs: np.ndarray | None, error: BaseException | None) -> None:
+def _deliver(
+    items: list[_Item],
+    outputs: np.ndarray | None,
+    error: BaseException | None,
+    report: Callable[[list[_Item]], None] | None = None,
+) -> None:
     if isinstance(error, StopIteration):  # futures refuse it (it would end a coroutine)
         error = RuntimeError(f"the engine raised {error!r}")
+    if report is not None:  # before the answers: a caller that then asks sees its batch
+        with contextlib.suppress(Exception):  # metrics never cost a batch its answers
+            report([item for item in items if not item.future.done()])
     offset = 0
     for item in items:
         k = count_rows(item.rows)

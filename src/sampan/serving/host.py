@@ -321,7 +321,8 @@ class ModelHost:
             metrics.inference.labels(name).observe(seconds)
 
         version = str(package.manifest.version)
-        statistics = self._statistics.setdefault((name, version), ModelStatistics(name, version))
+        key = (name, version)  # a version loaded before goes on counting
+        statistics = self._statistics.get(key) or ModelStatistics(name, version)
         stats = BatchStats(
             on_batch=on_batch,
             on_queue=lambda depth: self.metrics.queue_depth.labels(name).set(depth),
@@ -338,6 +339,7 @@ class ModelHost:
         task = get_task(package.manifest.task)
         served = ServedModel(package, task, engines, batcher, s, statistics=statistics)
         served.warm_up()  # binds the contract too (a tokenizer loads now, not on a request)
+        self._statistics[key] = statistics  # listed once it could be served
         return served
 
     async def load(self, ref: str) -> ServedModel:

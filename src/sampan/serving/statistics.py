@@ -31,8 +31,8 @@ class _Duration:
 
 @dataclass
 class ModelStatistics:
-    """One model version's counters. The engine threads add executions and the event loop
-    adds requests, so both go through one lock (a few hundred nanoseconds a call)."""
+    """One model version's counters, added on the event loop and read by any thread (a
+    lock: a few hundred nanoseconds a call)."""
 
     name: str
     version: str
@@ -47,18 +47,23 @@ class ModelStatistics:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def executed(self, run: Execution) -> None:
-        """A batch that answered (from its engine thread). Each request of it is counted in
-        the per-request phases with the batch's whole time, as Triton counts them; the
-        per-batch-size entry counts the execution once."""
-        seconds = dict(zip(PHASES, (run.input_s, run.infer_s, run.output_s)))
+        """A batch that ran, with the callers it answered (on the event loop, just before
+        they get their rows). Each answered request is counted in the per-request phases with
+        its batch's whole time, as Triton counts them; each engine call (a length group of a
+        text batch is one) counts once under its own rows in the per-batch-size entries."""
+        total = sum(rows for rows, _ in run.calls) or 1
         with self._lock:
             self.inference_count += run.rows
-            self.execution_count += 1
+            self.execution_count += len(run.calls)
             self.queue.add(run.requests, run.queued_s)
-            by_size = self.batches.setdefault(run.rows, {p: _Duration() for p in PHASES})
-            for phase, value in seconds.items():
-                self.phases[phase].add(run.requests, value * run.requests)
-                by_size[phase].add(1, value)
+            for phase, seconds in zip(PHASES, (run.input_s, run.infer_s, run.output_s)):
+                self.phases[phase].add(run.requests, seconds * run.requests)
+            for rows, seconds in run.calls:
+                by_size = self.batches.setdefault(rows, {p: _Duration() for p in PHASES})
+                share = rows / total  # joining and putting back: by rows
+                by_size["compute_input"].add(1, run.input_s * share)
+                by_size["compute_infer"].add(1, seconds)
+                by_size["compute_output"].add(1, run.output_s * share)
 
     def request(self, ok: bool, seconds: float) -> None:
         """A request to this model answered (ok) or failed, seconds after it was submitted."""

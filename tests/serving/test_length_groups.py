@@ -110,7 +110,8 @@ class RecordingEngine:
 
 
 def run_batch(requests: list[dict[str, np.ndarray]], engine=None, **options) -> tuple:
-    """Submit requests together through a real Batcher; (results, engine shapes, calls)."""
+    """Submit requests together through a real Batcher; (results, engine shapes, calls, the
+    executions the statistics heard of)."""
 
     async def main():
         calls: list[int] = []
@@ -119,7 +120,7 @@ def run_batch(requests: list[dict[str, np.ndarray]], engine=None, **options) -> 
             max_batch_size=64,
             max_wait_ms=50,
             adaptive_wait=False,  # the requests are queued together: one batch
-            stats=BatchStats(on_calls=calls.append),
+            stats=BatchStats(on_calls=calls.append, on_executed=executions.append),
             **options,
         )
         await batcher.start()
@@ -127,9 +128,10 @@ def run_batch(requests: list[dict[str, np.ndarray]], engine=None, **options) -> 
             *(batcher.submit(r) for r in requests), return_exceptions=True
         )
         await batcher.stop()
-        return results, recording.shapes, calls
+        return results, recording.shapes, calls, executions
 
     recording = RecordingEngine()
+    executions: list = []
     return asyncio.run(main())
 
 
@@ -138,10 +140,13 @@ def test_a_mixed_batch_runs_as_one_call_per_length_group():
     lengths = [10 + i % 3 for i in range(31)]
     lengths.insert(15, 200)
     requests = [texts(*lengths[i : i + 2], offset=100 * i) for i in range(0, 32, 2)]
-    results, shapes, calls = run_batch(requests)
+    results, shapes, calls, executions = run_batch(requests)
     assert calls == [2] and len(shapes) == 2
     assert sorted(shapes) == [(8, 200), (24, 12)]  # each padded to its own group's longest
-    unsplit, whole, one_call = run_batch(requests, max_padding=1.0)
+    [execution] = executions  # statistics: one execution per group, of its rows
+    assert sorted(rows for rows, _ in execution.calls) == [8, 24]
+    assert (execution.requests, execution.rows) == (16, 32)
+    unsplit, whole, one_call, _ = run_batch(requests, max_padding=1.0)
     assert one_call == [1] and whole == [(32, 200)]
     for got, want, request in zip(results, unsplit, requests):
         assert np.array_equal(got, want)  # each caller gets its own rows, in its order
@@ -151,7 +156,7 @@ def test_a_mixed_batch_runs_as_one_call_per_length_group():
 
 def test_similar_lengths_and_images_run_as_one_call():
     requests = [texts(20 + i % 4, 21, offset=i) for i in range(16)]
-    _, shapes, calls = run_batch(requests)
+    _, shapes, calls, _ = run_batch(requests)
     assert calls == [1] and shapes == [(32, 23)]
 
     async def images():
@@ -176,6 +181,6 @@ def test_a_group_that_breaks_the_row_contract_fails_every_caller():
         return out[:-1] if batch["input_ids"].shape[1] == 200 else out
 
     lengths = [10] * 24 + [200] * 8  # groups: 8 long + 8 short (width 200), 16 short
-    results, _, calls = run_batch([texts(*lengths[:16]), texts(*lengths[16:])], engine)
+    results, _, calls, _ = run_batch([texts(*lengths[:16]), texts(*lengths[16:])], engine)
     assert calls == []  # the batch failed: nothing to count
     assert all(isinstance(r, RuntimeError) and "returned 15 rows for 16" in str(r) for r in results)

@@ -374,10 +374,10 @@ class Batcher:
             self._settle([item], None, late)
         return live
 
-    def _call(self, fn: BatchFn, batch: Any) -> tuple[np.ndarray, list[tuple[int, float]]]:
-        """(fn's outputs for batch, each engine call's rows and seconds): named rows of very
-        different lengths run as one call per length group, their outputs put back in the
-        batch's order."""
+    def _call(self, fn: BatchFn, batch: Any) -> tuple[np.ndarray, list[tuple[int, float]], float]:
+        """(fn's outputs for batch, each engine call's rows and seconds, seconds spent putting
+        outputs back in order): named rows of very different lengths run as one call per
+        length group, their outputs put back in the batch's order."""
         groups = None  # images: one call, always
         if isinstance(batch, dict):
             lengths = row_lengths(batch)
@@ -385,17 +385,18 @@ class Batcher:
         if groups is None or len(groups) == 1:
             started = time.perf_counter()
             outputs = _rows_back(fn(batch), count_rows(batch))
-            return outputs, [(len(outputs), time.perf_counter() - started)]
+            return outputs, [(len(outputs), time.perf_counter() - started)], 0.0
         parts, calls = [], []
         for g in groups:
             rows = take_rows(batch, g, max(int(lengths[g].max()), 1))
             started = time.perf_counter()
             parts.append(_rows_back(fn(rows), len(g)))
             calls.append((len(g), time.perf_counter() - started))
+        started = time.perf_counter()
         outputs = np.concatenate(parts)
         restored = np.empty_like(outputs)
         restored[np.concatenate(groups)] = outputs
-        return restored, calls
+        return restored, calls, time.perf_counter() - started
 
     def _run(self, fn: BatchFn, items: list[_Item]) -> None:
         began = time.monotonic()  # the queue's clock
@@ -403,15 +404,14 @@ class Batcher:
         try:
             batch = items[0].rows if len(items) == 1 else merge_rows([i.rows for i in items])
             merged = time.perf_counter()
-            outputs, calls = self._call(fn, batch)
+            outputs, calls, restoring = self._call(fn, batch)
         except BaseException as exc:  # every caller of this batch hears of it
             self._settle(items, None, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         done = time.perf_counter()
-        engine = sum(seconds for _, seconds in calls)
-        other = done - merged - engine  # length groups: cutting rows in, putting them back
+        cutting = done - merged - sum(seconds for _, seconds in calls) - restoring  # groups
 
         def report(answered: list[_Item]) -> None:
             self.stats.on_executed(
@@ -420,8 +420,8 @@ class Batcher:
                     len(answered),
                     sum(count_rows(i.rows) for i in answered),
                     sum(began - i.enqueued for i in answered),
-                    merged - started + other / 2,
-                    other / 2,
+                    merged - started + cutting,
+                    restoring,
                 )
             )
 

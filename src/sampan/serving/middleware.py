@@ -51,9 +51,10 @@ class TooLarge(Exception):
     """Raised from BodyLimit's receive when a streamed body passes the limit."""
 
 
-# Content-Encoding of request bodies -> zlib's wbits (tritonclient's request_compression_algorithm
-# sends gzip or deflate, as Triton accepts). HTTP's "deflate" is the zlib format; a raw deflate
-# stream (some clients send that) is tried when the zlib header is not there.
+# Content-Encoding of request bodies and of answers -> zlib's wbits (tritonclient's
+# request_compression_algorithm sends gzip or deflate, as Triton accepts). HTTP's "deflate" is
+# the zlib format; a raw deflate stream (some clients send that) is tried when the zlib header
+# is not there.
 INLINE_INFLATE = 64 * 1024  # compressed bytes inflated on the event loop; more go to a thread
 _INFLATE = {
     b"gzip": 16 + zlib.MAX_WBITS,
@@ -287,7 +288,6 @@ COMPRESS_LEVEL = 1
 # Answer bytes compressed on the event loop; more go to a thread (an event loop that spends
 # about 0.5 ms a request should not stall for milliseconds).
 INLINE_DEFLATE = 32 * 1024
-_DEFLATE = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP deflate: zlib format
 _COMPRESSED_TYPES = (b"image/", b"video/", b"audio/", b"application/gzip", b"application/zip")
 
 
@@ -303,7 +303,7 @@ def accepted_coding(headers: list[tuple[bytes, bytes]]) -> str | None:
             coding = coding.strip()
             if coding == "x-gzip":
                 coding = "gzip"
-            if coding not in _DEFLATE:
+            if coding not in ("gzip", "deflate"):
                 continue
             q = 1.0
             for param in params.split(";"):
@@ -319,7 +319,7 @@ def accepted_coding(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def deflate(body: bytes, coding: str) -> bytes:
-    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, _DEFLATE[coding])
+    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, _INFLATE[coding.encode()])
     return compressor.compress(body) + compressor.flush()
 
 

@@ -6,7 +6,6 @@ activity as Prometheus histograms."""
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,20 +30,19 @@ class _Duration:
 
 @dataclass
 class ModelStatistics:
-    """One model version's counters, added on the event loop and read by any thread (a
-    lock: a few hundred nanoseconds a call)."""
+    """One model version's counters, added and read on the event loop only (the batcher
+    reports executions there), so they need no lock."""
 
     name: str
     version: str
     last_inference_ms: int = 0
     inference_count: int = 0  # rows answered
-    execution_count: int = 0  # batches run
+    execution_count: int = 0  # engine calls (a text batch's length groups: one each)
     success: _Duration = field(default_factory=_Duration)
     fail: _Duration = field(default_factory=_Duration)
     queue: _Duration = field(default_factory=_Duration)
     phases: dict[str, _Duration] = field(default_factory=lambda: {p: _Duration() for p in PHASES})
     batches: dict[int, dict[str, _Duration]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def executed(self, run: Execution) -> None:
         """A batch that ran, with the callers it answered (on the event loop, just before
@@ -52,42 +50,39 @@ class ModelStatistics:
         its batch's whole time, as Triton counts them; each engine call (a length group of a
         text batch is one) counts once under its own rows in the per-batch-size entries."""
         total = sum(rows for rows, _ in run.calls) or 1
-        with self._lock:
-            self.inference_count += run.rows
-            self.execution_count += len(run.calls)
-            self.queue.add(run.requests, run.queued_s)
-            for phase, seconds in zip(PHASES, (run.input_s, run.infer_s, run.output_s)):
-                self.phases[phase].add(run.requests, seconds * run.requests)
-            for rows, seconds in run.calls:
-                by_size = self.batches.setdefault(rows, {p: _Duration() for p in PHASES})
-                share = rows / total  # joining and putting back: by rows
-                by_size["compute_input"].add(1, run.input_s * share)
-                by_size["compute_infer"].add(1, seconds)
-                by_size["compute_output"].add(1, run.output_s * share)
+        self.inference_count += run.rows
+        self.execution_count += len(run.calls)
+        self.queue.add(run.requests, run.queued_s)
+        for phase, seconds in zip(PHASES, (run.input_s, run.infer_s, run.output_s)):
+            self.phases[phase].add(run.requests, seconds * run.requests)
+        for rows, seconds in run.calls:
+            by_size = self.batches.setdefault(rows, {p: _Duration() for p in PHASES})
+            share = rows / total  # joining and putting back: by rows
+            by_size["compute_input"].add(1, run.input_s * share)
+            by_size["compute_infer"].add(1, seconds)
+            by_size["compute_output"].add(1, run.output_s * share)
 
     def request(self, ok: bool, seconds: float) -> None:
         """A request to this model answered (ok) or failed, seconds after it was submitted."""
-        with self._lock:
-            self.last_inference_ms = int(time.time() * 1000)
-            (self.success if ok else self.fail).add(1, seconds)
+        self.last_inference_ms = int(time.time() * 1000)
+        (self.success if ok else self.fail).add(1, seconds)
 
     def as_triton(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "name": self.name,
-                "version": self.version,
-                "last_inference": self.last_inference_ms,
-                "inference_count": self.inference_count,
-                "execution_count": self.execution_count,
-                "inference_stats": {
-                    "success": self.success.as_json(),
-                    "fail": self.fail.as_json(),
-                    "queue": self.queue.as_json(),
-                    **{p: d.as_json() for p, d in self.phases.items()},
-                    "cache_hit": {"count": 0, "ns": 0},  # no response cache
-                },
-                "batch_stats": [
-                    {"batch_size": size, **{p: d.as_json() for p, d in phases.items()}}
-                    for size, phases in sorted(self.batches.items())
-                ],
-            }
+        return {
+            "name": self.name,
+            "version": self.version,
+            "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": self.success.as_json(),
+                "fail": self.fail.as_json(),
+                "queue": self.queue.as_json(),
+                **{p: d.as_json() for p, d in self.phases.items()},
+                "cache_hit": {"count": 0, "ns": 0},  # no response cache
+            },
+            "batch_stats": [
+                {"batch_size": size, **{p: d.as_json() for p, d in phases.items()}}
+                for size, phases in sorted(self.batches.items())
+            ],
+        }
